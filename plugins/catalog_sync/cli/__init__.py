@@ -1,0 +1,55 @@
+"""`catalog-sync`: the command line.
+
+Each sub-command lives in a module of this package that exposes `register(subparsers)`;
+heavy imports (Airflow, SQLAlchemy, the receiver) happen inside the handlers so that
+`catalog-sync --help` stays instant.
+
+Exit codes: 0 success, 1 transient failure (retry later), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from catalog_sync import PLUGIN_VERSION
+from catalog_sync.errors import ConfigurationError, TransientError
+
+EXIT_OK = 0
+EXIT_TRANSIENT = 1
+EXIT_CONFIG = 2
+
+#: Modules of this package that add sub-commands, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("pairing", "receiver", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catalog-sync",
+        description="Keep a VoiceBot ingest backend in step with a shop's catalog.",
+    )
+    parser.add_argument("--version", action="version", version=PLUGIN_VERSION)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TransientError as exc:
+        print(f"error (transient, try again later): {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

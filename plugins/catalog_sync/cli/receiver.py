@@ -1,0 +1,65 @@
+"""`catalog-sync receiver serve | issue-code | dump`: the reference receiver."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_DB = "sqlite:///receiver.sqlite"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    receiver = subparsers.add_parser(
+        "receiver", help="the reference receiver: serve, issue pair codes, dump what it holds"
+    )
+    commands = receiver.add_subparsers(dest="receiver_command", required=True, metavar="ACTION")
+
+    serve = commands.add_parser("serve", help="run the receiver's HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--db", default=DEFAULT_DB, help="target database URL (SQLAlchemy)")
+    serve.add_argument("--data-dir", default="receiver-data", help="where uploads are kept")
+    serve.add_argument(
+        "--test-control",
+        action="store_true",
+        help="expose /_control endpoints that inject faults and list requests (tests only)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    issue = commands.add_parser("issue-code", help="print a fresh one-time pair code")
+    issue.add_argument("--db", default=DEFAULT_DB)
+    issue.add_argument("--ingest-url", required=True, help="ingest URL handed out on pairing")
+    issue.set_defaults(handler=_issue_code)
+
+    dump = commands.add_parser("dump", help="print current entities as sorted NDJSON")
+    dump.add_argument("--db", default=DEFAULT_DB)
+    dump.add_argument("--kind", default=None, help="only this kind")
+    dump.set_defaults(handler=_dump)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from catalog_sync.receiver import service
+
+    return service.serve(
+        host=args.host,
+        port=args.port,
+        db_url=args.db,
+        data_dir=args.data_dir,
+        test_control=args.test_control,
+    )
+
+
+def _issue_code(args: argparse.Namespace) -> int:
+    from catalog_sync.receiver import store
+
+    print(store.ReceiverStore(args.db).issue_pair_code(args.ingest_url))
+    return 0
+
+
+def _dump(args: argparse.Namespace) -> int:
+    import sys
+
+    from catalog_sync.receiver import store
+
+    for line in store.ReceiverStore(args.db).dump_lines(kind=args.kind):
+        sys.stdout.buffer.write(line + b"\n")
+    return 0
