@@ -319,3 +319,20 @@ def payload_problem(kind: str, payload: Any) -> str | None:
 def wrap_external_id(producer: str, kind: str, local_id: Any) -> str:
     """`{producer}:{kind}:{id}`: the identity the backend keys every entity by."""
     return f"{producer}:{kind}:{local_id}"
+
+
+def events_body(batch_id: str, encoded_ops: list[bytes]) -> bytes:
+    """The exact `events` request body from ops already encoded with `dumps`.
+
+    Byte-identical to `dumps({"batch_id": batch_id, "events": ops})`, but lets a caller
+    that staged encoded ops count and send the real body without decoding them again.
+    """
+    return b"".join(
+        (b'{"batch_id":', dumps(batch_id), b',"events":[', b",".join(encoded_ops), b"]}")
+    )
+
+
+def events_body_size(batch_id: str, op_sizes: list[int]) -> int:
+    """Length of `events_body(batch_id, ops)` given only the ops' encoded lengths."""
+    overhead = len(b'{"batch_id":,"events":[]}') + len(dumps(batch_id))
+    return overhead + sum(op_sizes) + max(len(op_sizes) - 1, 0)
