@@ -36,8 +36,7 @@ MARIADB_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": 
 
 def database_unavailable(server: str, error: Exception) -> None:
     message = (
-        f"{server} is not reachable ({type(error).__name__}: {error}); "
-        f"start it to run this test"
+        f"{server} is not reachable ({type(error).__name__}: {error}); start it to run this test"
     )
     if REQUIRE_DATABASES:
         pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_DATABASES=1 makes it mandatory)")
