@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+pytest_plugins = ["receiver_harness"]
+
 # Airflow reads AIRFLOW_HOME when first imported: point it at a scratch folder before
 # any test module imports Airflow, so the tests never touch a real installation.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="catalog-sync-test-airflow-"))

@@ -23,6 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="expose /_control endpoints that inject faults and list requests (tests only)",
     )
+    serve.add_argument(
+        "--upload-ttl",
+        type=float,
+        default=3600.0,
+        help="seconds an upload URL stays valid after init (default 3600)",
+    )
+    serve.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=None,
+        help="largest accepted snapshot upload, gzipped (default: the protocol's 200 MiB)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
 
     issue = commands.add_parser("issue-code", help="print a fresh one-time pair code")
@@ -33,18 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dump = commands.add_parser("dump", help="print current entities as sorted NDJSON")
     dump.add_argument("--db", default=DEFAULT_DB)
     dump.add_argument("--kind", default=None, help="only this kind")
+    dump.add_argument("--tenant", default=None, help="only this tenant id")
     dump.set_defaults(handler=_dump)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from catalog_sync.receiver import service
 
+    limits = {} if args.max_upload_bytes is None else {"max_upload_bytes": args.max_upload_bytes}
     return service.serve(
         host=args.host,
         port=args.port,
         db_url=args.db,
         data_dir=args.data_dir,
         test_control=args.test_control,
+        upload_ttl=args.upload_ttl,
+        log_level=args.log_level,
+        **limits,
     )
 
 
@@ -58,8 +76,12 @@ def _issue_code(args: argparse.Namespace) -> int:
 def _dump(args: argparse.Namespace) -> int:
     import sys
 
+    from catalog_sync import protocol
+    from catalog_sync.errors import ConfigurationError
     from catalog_sync.receiver import store
 
-    for line in store.ReceiverStore(args.db).dump_lines(kind=args.kind):
+    if args.kind is not None and args.kind not in protocol.KINDS:
+        raise ConfigurationError(f"unknown kind {args.kind!r}; one of: {', '.join(protocol.KINDS)}")
+    for line in store.ReceiverStore(args.db).dump_lines(kind=args.kind, tenant_id=args.tenant):
         sys.stdout.buffer.write(line + b"\n")
     return 0

@@ -1,0 +1,315 @@
+"""pytest plugin: a real reference receiver (`catalog-sync receiver serve`) on loopback.
+
+Loaded from conftest (`pytest_plugins`). The `receiver` fixture starts the real command
+line in its own process group with `--test-control`, on a free port and a fresh SQLite
+database, waits until it answers and kills the group afterwards. `make_receiver(db_url)`
+does the same for any database URL (e.g. PostgreSQL) and extra `serve` flags.
+
+Test control (see `catalog_sync.receiver.frontdoor`): `add_fault` arms a fault for the
+next `times` requests matching method + path (path "/upload" matches every upload PUT,
+whose real path is `/upload/<token>`); actions: `status` (answer `status`, optional
+`Retry-After`, before processing: no nonce consumed), `status_after` (process, then answer
+`status`), `hang` (sleep `seconds`, then process), `drop` (close the TCP connection, no
+answer). `requests()` lists every non-control request: method, path, status (None when
+dropped), tenant_id, nonce, idempotency_key, content_length, body_bytes, fault, time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from catalog_sync import protocol
+from catalog_sync.receiver.store import ReceiverStore
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 30.0
+TEST_PLUGIN_VERSION = "receiver-tests/1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def run_receiver_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`catalog-sync receiver ARGS...` as a real process (no Airflow home needed)."""
+    return subprocess.run(
+        [str(BIN / "catalog-sync"), "receiver", *args],
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclasses.dataclass
+class Receiver:
+    """A running receiver process and the ways tests drive and inspect it."""
+
+    base_url: str
+    db_url: str
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def issue_code(self) -> str:
+        done = run_receiver_cli("issue-code", "--db", self.db_url, "--ingest-url", self.base_url)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def dump(self, kind: str | None = None, tenant: str | None = None) -> list[dict]:
+        args = ["dump", "--db", self.db_url]
+        if kind is not None:
+            args += ["--kind", kind]
+        if tenant is not None:
+            args += ["--tenant", tenant]
+        done = run_receiver_cli(*args)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    def add_fault(
+        self,
+        *,
+        method: str,
+        path: str,
+        action: str,
+        times: int = 1,
+        status: int | None = None,
+        retry_after: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        answer = requests.post(
+            self.url("/_control/faults"),
+            json={
+                "method": method,
+                "path": path,
+                "action": action,
+                "times": times,
+                "status": status,
+                "retry_after": retry_after,
+                "seconds": seconds,
+            },
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+
+    def requests(self) -> list[dict]:
+        answer = requests.get(self.url("/_control/requests"), timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def clear(self) -> None:
+        requests.post(self.url("/_control/clear"), timeout=10).raise_for_status()
+
+    @functools.cached_property
+    def store(self) -> ReceiverStore:
+        """The receiver's database, opened in the test process (for direct checks)."""
+        return ReceiverStore(self.db_url)
+
+    def pair(self, site_url: str = "https://shop.example", provider_id: str = "tests") -> Tenant:
+        """Redeem a fresh pair code over HTTP, like a producer would.
+
+        The code is issued in-process (the same store call `issue-code` makes): a
+        subprocess per tenant would make the suites slow.
+        """
+        answer = requests.post(
+            self.url(protocol.PAIR_PATH),
+            data=protocol.dumps(
+                {
+                    "pair_code": self.store.issue_pair_code(self.base_url),
+                    "site_url": site_url,
+                    "provider_id": provider_id,
+                    "plugin_version": TEST_PLUGIN_VERSION,
+                }
+            ),
+            headers=protocol.unsigned_headers(TEST_PLUGIN_VERSION),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        return Tenant(self, body["tenant_id"], body["shared_secret_b64"], body["ingest_url"])
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL if it lingers."""
+        if "store" in self.__dict__:
+            self.store.dispose()
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@dataclasses.dataclass
+class Tenant:
+    """A paired tenant that signs its calls with `protocol.signed_headers`."""
+
+    receiver: Receiver
+    tenant_id: str
+    secret_b64: str
+    ingest_url: str
+
+    @property
+    def key(self) -> bytes:
+        return protocol.decode_secret(self.secret_b64)
+
+    def headers(self, method: str, path: str, body: bytes = b"", **fixed: Any) -> dict[str, str]:
+        """Signed headers; `timestamp=` / `nonce=` pin those values."""
+        return protocol.signed_headers(
+            key=self.key,
+            tenant_id=self.tenant_id,
+            method=method,
+            path=path,
+            body=body,
+            plugin_version=TEST_PLUGIN_VERSION,
+            **fixed,
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeout: float = 30,
+    ) -> requests.Response:
+        """Send a correctly signed request (or the given headers) to the ingest URL."""
+        sent = dict(headers) if headers is not None else self.headers(method, path, body)
+        if idempotency_key is not None:
+            sent[protocol.HEADER_IDEMPOTENCY] = idempotency_key
+        return requests.request(
+            method, f"{self.ingest_url}{path}", data=body, headers=sent, timeout=timeout
+        )
+
+    def events(self, batch_id: str, ops: Sequence[dict[str, Any]]) -> requests.Response:
+        body = protocol.events_body(batch_id, [protocol.dumps(op) for op in ops])
+        return self.call("POST", protocol.EVENTS_PATH, body, idempotency_key=batch_id)
+
+    def status(self) -> requests.Response:
+        return self.call("GET", protocol.STATUS_PATH)
+
+    def entities(self) -> list[dict[str, Any]]:
+        """This tenant's live entities as dump lines, read from the database in-process."""
+        store = self.receiver.store
+        return [protocol.loads(line) for line in store.dump_lines(tenant_id=self.tenant_id)]
+
+
+def start_receiver(db_url: str, workdir: Path, extra_args: Sequence[str] = ()) -> Receiver:
+    """Start `catalog-sync receiver serve --test-control` and wait until it answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "data"
+    log_path = workdir / "receiver.log"
+    port = free_port()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                str(BIN / "catalog-sync"),
+                "receiver",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                db_url,
+                "--data-dir",
+                str(data_dir),
+                "--test-control",
+                *extra_args,
+            ],
+            env=_cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    receiver = Receiver(f"http://127.0.0.1:{port}", db_url, data_dir, log_path, process)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            receiver.stop()
+            pytest.fail(f"the receiver exited with {process.returncode}:\n{receiver.log_text()}")
+        try:
+            requests.get(receiver.url("/_control/requests"), timeout=1).raise_for_status()
+            return receiver
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                receiver.stop()
+                pytest.fail(f"the receiver did not answer in time:\n{receiver.log_text()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_receiver(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Receiver]]:
+    """Factory: `make_receiver(db_url, extra_args=())` starts one more real receiver."""
+    started: list[Receiver] = []
+
+    def make(db_url: str, extra_args: Sequence[str] = ()) -> Receiver:
+        receiver = start_receiver(db_url, tmp_path_factory.mktemp("receiver"), extra_args)
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    """A real receiver on a free loopback port with a fresh SQLite database."""
+    workdir = tmp_path_factory.mktemp("receiver")
+    started = start_receiver(f"sqlite:///{workdir / 'receiver.sqlite'}", workdir)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def _module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    workdir = tmp_path_factory.mktemp("receiver")
+    started = start_receiver(f"sqlite:///{workdir / 'receiver.sqlite'}", workdir)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def shared_receiver(_module_receiver: Receiver) -> Receiver:
+    """One receiver per test module (faster); faults and the log are cleared per test.
+
+    Tests that use it must pair their own tenant and look only at that tenant's data.
+    """
+    _module_receiver.clear()
+    return _module_receiver
