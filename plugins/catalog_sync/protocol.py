@@ -13,6 +13,7 @@ import decimal
 import hashlib
 import hmac
 import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -109,9 +110,23 @@ def dumps(value: Any) -> bytes:
     value is worse than a clear error.
     """
     try:
-        return orjson.dumps(value, default=_json_default)
+        data = orjson.dumps(value, default=_json_default)
     except orjson.JSONEncodeError as exc:
         raise ValueError(f"cannot encode as JSON: {exc}") from exc
+    # orjson writes NaN and Infinity as `null`: look for them only when a null was written.
+    if b"null" in data and _has_non_finite_float(value):
+        raise ValueError("cannot encode as JSON: a float is NaN or infinite")
+    return data
+
+
+def _has_non_finite_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite_float(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite_float(item) for item in value)
+    return False
 
 
 def loads(data: bytes | str) -> Any:
