@@ -1,0 +1,158 @@
+"""The value conversions behind the built-in value specs (pure functions, no database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from catalog_sync import values
+
+
+@pytest.mark.parametrize(
+    ("amount", "minor"),
+    [
+        (Decimal("0.005"), 1),
+        (Decimal("1.005"), 101),
+        (Decimal("199.99"), 19999),
+        (Decimal("-2.5"), -250),
+        (Decimal("-0.005"), -1),
+        ("1.005", 101),  # SQLite may hand back text
+        (1.005, 101),  # ... or a REAL: read through its repr, never float arithmetic
+        (0.005, 1),
+        (7, 700),
+    ],
+)
+def test_money_rounds_half_away_from_zero_from_the_exact_decimal(amount: object, minor: int):
+    assert values.money_minor(amount) == minor
+
+
+def test_money_keeps_null():
+    assert values.money_minor(None) is None
+
+
+@pytest.mark.parametrize("amount", [Decimal("NaN"), Decimal("Infinity"), float("inf"), "1e40"])
+def test_money_refuses_non_finite_and_absurd_amounts(amount: object):
+    with pytest.raises(values.DataError):
+        values.money_minor(amount)
+
+
+@pytest.mark.parametrize("amount", ["abc", True, b"x", [1]])
+def test_money_on_a_non_numeric_value_is_a_spec_mismatch(amount: object):
+    with pytest.raises(values.SpecMismatch):
+        values.money_minor(amount)
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (Decimal("199.99"), "199.99"),
+        (100.0, "100.00"),
+        ("1.005", "1.01"),
+        (Decimal("-0.5"), "-0.50"),
+    ],
+)
+def test_decimal_string_is_fixed_point_with_half_away_from_zero(amount: object, text: str):
+    assert values.decimal_string(amount) == text
+
+
+def test_html_to_text_strips_tags_unescapes_entities_and_collapses_whitespace():
+    html = "<h2>Kettle</h2>\n<p>Fast &amp; quiet&nbsp;kettle.</p><ul><li>1.7&#8239;l</li></ul>"
+    # Unicode spaces (&nbsp;, narrow no-break) collapse like any whitespace.
+    assert values.html_to_text(html) == "Kettle Fast & quiet kettle. 1.7 l"
+
+
+def test_html_to_text_joins_inline_tags_without_spaces():
+    assert values.html_to_text("  <b>Str</b>ong <i>tea</i>  ") == "Strong tea"
+
+
+def test_html_to_text_drops_scripts_styles_and_comments():
+    html = "<p>a</p><script>alert('x')</script><style>p{}</style><!-- note -->b"
+    assert values.html_to_text(html) == "a b"
+
+
+@pytest.mark.parametrize(
+    ("label", "slug"),
+    [("Nike Air", "nike-air"), ("Колір", "колір"), (" --Size/EU-- ", "size-eu"), ("Розмір 2", "2")],
+)
+def test_slug_rule_with_the_cyrillic_fallback(label: str, slug: str):
+    assert values.slugify(label) == slug
+
+
+def test_attributes_are_trimmed_deduplicated_and_empty_ones_dropped():
+    raw = (
+        '[{"name": " Колір ", "values": [" Red ", "Red", "", null, "Blue"]},'
+        ' {"name": "Size", "values": []}]'
+    )
+    assert values.attributes(raw) == [{"name": "Колір", "slug": "колір", "values": ["Red", "Blue"]}]
+
+
+def test_attributes_accept_an_object_of_name_to_values():
+    assert values.attributes({"Nike Air": "Max", "Size": ["M", 42]}) == [
+        {"name": "Nike Air", "slug": "nike-air", "values": ["Max"]},
+        {"name": "Size", "slug": "size", "values": ["M", "42"]},
+    ]
+
+
+def test_an_attribute_without_a_name_is_a_row_error():
+    with pytest.raises(values.DataError, match="no name"):
+        values.attributes([{"values": ["Red"]}])
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [(True, "instock"), (False, "outofstock"), (1, "instock"), (0, "outofstock"), (None, None)],
+)
+def test_stock_status_from_a_boolean(value: object, status: str | None):
+    assert values.stock_status(value) == status
+
+
+def test_stock_status_from_a_quantity():
+    assert [values.stock_status(q) for q in (5, 0, -1, Decimal("0.5"))] == [
+        "instock",
+        "outofstock",
+        "outofstock",
+        "instock",
+    ]
+
+
+def test_booleans_as_the_three_databases_return_them():
+    assert [values.to_bool(v) for v in (True, 1, 0, "t", "0", None)] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        None,
+    ]
+
+
+def test_timestamp_is_utc_iso_8601_whatever_the_driver_returns():
+    naive = dt.datetime(2024, 1, 2, 3, 4, 5, 600)
+    aware = dt.datetime(2024, 1, 2, 5, 4, 5, 600, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert {
+        values.timestamp(naive),
+        values.timestamp(aware),
+        values.timestamp("2024-01-02 03:04:05.000600"),
+    } == {"2024-01-02T03:04:05.000600Z"}
+
+
+def test_json_path_walks_objects_and_arrays_and_gives_null_when_missing():
+    doc = '{"seo": {"title": "T"}, "images": [{"url": "/a.jpg"}]}'
+    assert values.json_path(doc, ("seo", "title")) == "T"
+    assert values.json_path(doc, ("images", "0", "url")) == "/a.jpg"
+    assert values.json_path(doc, ("seo", "missing", "x")) is None
+
+
+def test_invalid_json_is_a_row_error():
+    with pytest.raises(values.DataError, match="not valid JSON"):
+        values.json_value("{broken")
+
+
+def test_variant_options_skip_null_and_empty_axes():
+    assert values.variant_options('{"Color": " Red ", "Size": "", "Fit": null}') == {"Color": "Red"}
+
+
+def test_string_list_cleans_a_json_array():
+    assert values.string_list('[" Red", "Red", "Blue", ""]') == ["Red", "Blue"]
