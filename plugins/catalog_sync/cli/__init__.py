@@ -22,7 +22,7 @@ EXIT_TRANSIENT = 1
 EXIT_CONFIG = 2
 
 #: Modules of this package that add sub-commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("pairing", "receiver", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("pairing", "receiver", "demo", "demo_shop")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,387 @@
+"""Extraction: lossless delta windows, consistent snapshots, keyset paging.
+
+The delta window (design notes, "The delta window"):
+- `high` = the source database's clock minus `sync.safety_lag_seconds`;
+- `low` = the kind's watermark minus `sync.overlap_seconds` (no lower bound on a first run);
+- rows with `low <= watermark < high`, paged by a keyset on (watermark, primary key),
+  never OFFSET, so 10,000 rows sharing one timestamp page correctly;
+- soft-deleted rows of the window become delete ops (`KindMapper.deletions`).
+A row stamped before `high` but committed after the extraction read the window (a late
+commit) is picked up by the next window, because its `low` is the previous `high`
+minus the overlap: the overlap must exceed the longest write transaction.
+
+Time zones: windows are naive UTC datetimes. The source engine pins the session time
+zone to UTC (see `catalog_sync.source`), so `timestamptz`/`TIMESTAMP` columns compare
+correctly; naive watermark columns (`timestamp`, `DATETIME`, SQLite text) are assumed to
+hold UTC, which is Laravel's default. A shop that stores local time in naive columns
+must widen `overlap_seconds` by its UTC offset or its windows lag by that offset.
+Rows whose watermark is NULL are never in a delta window (they reach the receiver
+through the full snapshot).
+
+A full snapshot reads every kind in ONE transaction that sees one point in time
+(PostgreSQL REPEATABLE READ, MariaDB/MySQL a consistent snapshot, SQLite a read
+transaction). Its point in time, the database clock read before the snapshot is
+taken, becomes the watermark: a row committed after the snapshot carries a stamp
+after `point - overlap`, so the next window delivers it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from catalog_sync import mapping, staging
+from catalog_sync.config import CatalogConfig, KindConfig, SyncSettings
+from catalog_sync.mapping import Deletion, Entity, KindMapper, MappingFailure
+from catalog_sync.source import database_now
+from catalog_sync.sources import FIRST_RUN_LOW, load_source
+
+log = logging.getLogger(__name__)
+
+#: Name of the computed "is this row deleted" column added to every extraction query.
+DELETED_FLAG = "_cs_deleted"
+
+Item = Entity | Deletion | MappingFailure
+
+
+def utc_naive(value: dt.datetime) -> dt.datetime:
+    """Aware datetimes to naive UTC; naive ones are taken as UTC already."""
+    if value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def to_iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 with an explicit UTC offset, for XCom and the state database."""
+    return None if value is None else utc_naive(value).replace(tzinfo=dt.UTC).isoformat()
+
+
+def from_iso(value: str | None) -> dt.datetime | None:
+    return None if value is None else utc_naive(dt.datetime.fromisoformat(value))
+
+
+@dataclass(frozen=True)
+class Window:
+    """`low <= watermark < high`; `low` None is a first run (everything below `high`)."""
+
+    low: dt.datetime | None
+    high: dt.datetime
+
+    @property
+    def key(self) -> str:
+        """Identifies the window in batch ids: the same window gives the same ids."""
+        return f"{to_iso(self.low) or '-'}..{to_iso(self.high)}"
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"low": to_iso(self.low), "high": to_iso(self.high)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str | None]) -> Window:
+        high = from_iso(data["high"])
+        assert high is not None
+        return cls(low=from_iso(data.get("low")), high=high)
+
+
+def plan_window(
+    conn: sa.Connection, watermark: dt.datetime | None, settings: SyncSettings
+) -> Window:
+    """Fix a window from the database clock: see the module docstring."""
+    high = database_now(conn) - dt.timedelta(seconds=settings.safety_lag_seconds)
+    low = None
+    if watermark is not None:
+        low = utc_naive(watermark) - dt.timedelta(seconds=settings.overlap_seconds)
+    return Window(low=low, high=high)
+
+
+def prepare(engine: sa.Engine, catalog: CatalogConfig) -> dict[str, KindMapper]:
+    """Compile every kind and map a sample row each: a bad map fails before extracting."""
+    mappers = mapping.compile_mappers(catalog, engine)
+    mapping.check_samples(catalog, engine, mappers)
+    for mapper in mappers.values():
+        if mapper.config.source is not None:  # a broken custom source fails here too
+            load_source(mapper.config, catalog, mapper)
+    return mappers
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+class _KindQuery:
+    """SELECT statements over a kind's table or select, aliased `src`."""
+
+    def __init__(self, dialect: sa.Dialect, config: KindConfig) -> None:
+        quote = dialect.identifier_preparer.quote
+        self.config = config
+        if config.table is not None:
+            self.source = sa.text(f"{quote(config.table)} AS src")
+        else:
+            self.source = sa.text(f"({config.select}) AS src")
+        self.pk = sa.literal_column(f"src.{quote(config.primary_key)}")
+        self.watermark = (
+            sa.literal_column(f"src.{quote(config.watermark)}") if config.watermark else None
+        )
+        deleted = None
+        if config.deleted_column:
+            deleted = f"src.{quote(config.deleted_column)} IS NOT NULL"
+        elif config.deleted_when:
+            deleted = config.deleted_when
+        # CASE turns a NULL predicate into "not deleted" in both directions.
+        self.flag = (
+            sa.literal_column(f"CASE WHEN ({deleted}) THEN 1 ELSE 0 END") if deleted else None
+        )
+
+    def select(self, *, with_flag: bool) -> sa.Select:
+        columns: list[Any] = [sa.literal_column("src.*")]
+        if with_flag and self.flag is not None:
+            columns.append(self.flag.label(DELETED_FLAG))
+        return sa.select(*columns).select_from(self.source)
+
+    def window_page(
+        self, window: Window | None, after: tuple[Any, Any] | None, limit: int
+    ) -> sa.Select:
+        """One keyset page of a window (or of the whole kind when it has no watermark)."""
+        stmt = self.select(with_flag=True)
+        if self.watermark is None:
+            if after is not None:
+                stmt = stmt.where(self.pk > sa.bindparam("after_pk", after[1]))
+            return stmt.order_by(self.pk).limit(limit)
+        wm = self.watermark
+        if window is not None:
+            stmt = stmt.where(wm < sa.bindparam("high", window.high, type_=sa.DateTime))
+            if window.low is not None:
+                stmt = stmt.where(wm >= sa.bindparam("low", window.low, type_=sa.DateTime))
+        if after is not None:
+            # `wm >= a AND (wm > a OR pk > b)`: a range scan on the (wm, pk) index everywhere
+            # (row-value comparisons are not optimized by every MariaDB version).
+            after_wm = sa.bindparam("after_wm", after[0])
+            stmt = stmt.where(
+                wm >= after_wm, sa.or_(wm > after_wm, self.pk > sa.bindparam("after_pk", after[1]))
+            )
+        return stmt.order_by(wm, self.pk).limit(limit)
+
+    def live_by_pk(self, after: Any = None, limit: int | None = None) -> sa.Select:
+        stmt = self.select(with_flag=False)
+        if self.flag is not None:
+            stmt = stmt.where(self.flag == 0)
+        if after is not None:
+            stmt = stmt.where(self.pk > sa.bindparam("after_pk", after))
+        stmt = stmt.order_by(self.pk)
+        return stmt.limit(limit) if limit is not None else stmt
+
+
+def iter_window_pages(
+    conn: sa.Connection, config: KindConfig, window: Window, page_size: int
+) -> Iterator[Sequence[sa.RowMapping]]:
+    """Keyset pages of the rows in `window`, deleted ones included (flagged)."""
+    query = _KindQuery(conn.dialect, config)
+    if window.low is None and config.watermark is not None:
+        _warn_null_watermarks(conn, query)
+    after: tuple[Any, Any] | None = None
+    while True:
+        rows = conn.execute(query.window_page(window, after, page_size)).mappings().all()
+        if rows:
+            yield rows
+        if len(rows) < page_size:
+            return
+        last = rows[-1]
+        after = (last[config.watermark] if config.watermark else None, last[config.primary_key])
+
+
+def _warn_null_watermarks(conn: sa.Connection, query: _KindQuery) -> None:
+    """A first run skips rows without a watermark: say so instead of skipping silently."""
+    assert query.watermark is not None
+    stmt = sa.select(sa.func.count()).select_from(query.source).where(query.watermark.is_(None))
+    count = conn.execute(stmt).scalar_one()
+    if count:
+        log.warning(
+            "kind %s: %d row(s) have a NULL %s; delta windows never include them, the next "
+            "full snapshot does",
+            query.config.kind,
+            count,
+            query.config.watermark,
+        )
+
+
+def iter_live_pages(
+    conn: sa.Connection, config: KindConfig, page_size: int
+) -> Iterator[Sequence[sa.RowMapping]]:
+    """Every live row by primary key, streamed page by page (snapshots).
+
+    PostgreSQL streams from a server-side cursor (psycopg named cursor) and SQLite from
+    its lazy cursor; relation lookups of the mapper can run on the same connection in
+    between. A MySQL/MariaDB streaming cursor blocks its connection until exhausted, so
+    there each page is its own keyset query: inside the snapshot transaction every page
+    sees the same point in time, and memory stays one page either way.
+    """
+    query = _KindQuery(conn.dialect, config)
+    if conn.dialect.name in {"postgresql", "sqlite"}:
+        result = conn.execution_options(stream_results=True, yield_per=page_size).execute(
+            query.live_by_pk()
+        )
+        with result:
+            yield from result.mappings().partitions()
+        return
+    after = None
+    while True:
+        rows = conn.execute(query.live_by_pk(after, page_size)).mappings().all()
+        if rows:
+            yield rows
+        if len(rows) < page_size:
+            return
+        after = rows[-1][config.primary_key]
+
+
+# --- items ---------------------------------------------------------------------------------
+
+
+def iter_changes(
+    conn: sa.Connection,
+    catalog: CatalogConfig,
+    mapper: KindMapper,
+    window: Window,
+    page_size: int | None = None,
+) -> Iterator[Item]:
+    """Upserts, deletes and failures of one kind in `window`, in keyset order."""
+    config = mapper.config
+    page_size = page_size or catalog.sync.page_size
+    if config.is_static:
+        yield from mapper.static_entities()
+        return
+    if config.source is not None:
+        source = load_source(config, catalog, mapper)
+        yield from source.changes(conn, window.low or FIRST_RUN_LOW, window.high)
+        return
+    for rows in iter_window_pages(conn, config, window, page_size):
+        live = [row for row in rows if not row.get(DELETED_FLAG)]
+        if len(live) < len(rows):
+            yield from mapper.deletions([row for row in rows if row.get(DELETED_FLAG)])
+        if live:
+            yield from mapper.map_page(conn, live)
+
+
+def iter_snapshot(
+    conn: sa.Connection, catalog: CatalogConfig, mapper: KindMapper, page_size: int | None = None
+) -> Iterator[Entity | MappingFailure]:
+    """Every live entity of one kind (and failures), primary-key order."""
+    config = mapper.config
+    page_size = page_size or catalog.sync.page_size
+    if config.is_static:
+        yield from mapper.static_entities()
+        return
+    if config.source is not None:
+        yield from load_source(config, catalog, mapper).snapshot(conn)
+        return
+    for rows in iter_live_pages(conn, config, page_size):
+        yield from mapper.map_page(conn, rows)
+
+
+@contextlib.contextmanager
+def snapshot_transaction(engine: sa.Engine) -> Iterator[tuple[sa.Connection, dt.datetime]]:
+    """A read-only connection that sees one point in time, and that point (naive UTC).
+
+    The clock is read before the snapshot is established, so the point is never later
+    than what the snapshot sees (PostgreSQL's `now()` is the transaction start, which
+    precedes the snapshot taken by the first query).
+    """
+    dialect = engine.dialect.name
+    with engine.connect() as base:
+        if dialect == "postgresql":
+            conn = base.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            point = database_now(conn)  # the first statement begins the transaction
+            try:
+                yield conn, point
+            finally:
+                conn.rollback()
+        elif dialect in {"mysql", "mariadb"}:
+            conn = base.execution_options(isolation_level="REPEATABLE READ")
+            point = database_now(conn)
+            conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            try:
+                yield conn, point
+            finally:
+                conn.rollback()
+        else:
+            # pysqlite would not begin a transaction for a SELECT: begin one explicitly.
+            conn = base.execution_options(isolation_level="AUTOCOMMIT")
+            point = database_now(conn)
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn, point
+            finally:
+                conn.exec_driver_sql("ROLLBACK")
+
+
+# --- extraction + staging (what the DAG tasks call) ------------------------------------------
+
+
+def extract_delta(
+    engine: sa.Engine,
+    catalog: CatalogConfig,
+    kind: str,
+    window: Window,
+    *,
+    run_key: str,
+    mappers: Mapping[str, KindMapper] | None = None,
+    root: str | None = None,
+    page_size: int | None = None,
+) -> dict[str, Any]:
+    """Stage one kind's window as `events` bodies; returns a manifest small enough for XCom."""
+    mappers = mappers if mappers is not None else prepare(engine, catalog)
+    mapper = mappers[kind]
+    base = staging.join(root or staging.staging_root(), staging.safe_segment(run_key), "delta")
+    with engine.connect() as conn:
+        manifest = staging.write_delta_batches(
+            staging.join(base, f"{kind}.batches.ndjson.gz"),
+            kind,
+            iter_changes(conn, catalog, mapper, window, page_size),
+            run_key=run_key,
+            window_key=window.key,
+            failures_uri=staging.join(base, f"{kind}.failures.ndjson.gz"),
+        )
+        conn.rollback()
+    return {**manifest, "window": window.to_dict()}
+
+
+def extract_snapshot(
+    engine: sa.Engine,
+    catalog: CatalogConfig,
+    *,
+    run_key: str,
+    kinds: Sequence[str] | None = None,
+    mappers: Mapping[str, KindMapper] | None = None,
+    root: str | None = None,
+    page_size: int | None = None,
+) -> dict[str, Any]:
+    """Stage a full snapshot of `kinds` (default: all, in map order) at one point in time.
+
+    Returns {point, counts, parts}: `point` becomes every kind's watermark; `counts` is
+    the `expected_counts` of `init` (kinds with at least one line, in order); the parts
+    concatenate byte-wise into the upload.
+    """
+    mappers = mappers if mappers is not None else prepare(engine, catalog)
+    kinds = list(kinds) if kinds is not None else list(catalog.kinds)
+    base = staging.join(root or staging.staging_root(), staging.safe_segment(run_key), "snapshot")
+    parts = []
+    with snapshot_transaction(engine) as (conn, point):
+        for kind in kinds:
+            parts.append(
+                staging.write_snapshot_part(
+                    staging.join(base, f"{kind}.ndjson.gz"),
+                    kind,
+                    iter_snapshot(conn, catalog, mappers[kind], page_size),
+                    staging.join(base, f"{kind}.failures.ndjson.gz"),
+                )
+            )
+    return {
+        "point": to_iso(point),
+        "counts": {part["kind"]: part["lines"] for part in parts if part["lines"]},
+        "parts": parts,
+    }
