@@ -4,22 +4,14 @@
 receiver: it answers whatever the test scripts (including broken answers the real
 receiver never gives, such as a pairing reply without a secret) and records every
 request exactly as it arrived (method, raw path, headers, body bytes).
-
-`shared_receiver`: one real reference receiver for a whole test module, since starting
-one costs seconds; tests then pair a tenant each and `clear()` faults and the log.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-from receiver_harness import Receiver, start_receiver
 
 
 @dataclass
@@ -88,11 +80,3 @@ class ScriptedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def shared_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    """Body of a module-scoped fixture: start the real receiver once, stop it at the end."""
-    workdir = tmp_path_factory.mktemp("receiver")
-    started = start_receiver(f"sqlite:///{workdir / 'receiver.sqlite'}", workdir)
-    yield started
-    started.stop()

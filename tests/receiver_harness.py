@@ -22,10 +22,8 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,17 +32,13 @@ import pytest
 import requests
 
 from catalog_sync import protocol
+from catalog_sync.errors import CatalogSyncError
+from catalog_sync.receiver.process import ReceiverProcess
 from catalog_sync.receiver.store import ReceiverStore
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 30.0
 TEST_PLUGIN_VERSION = "receiver-tests/1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cli_env() -> dict[str, str]:
@@ -63,15 +57,8 @@ def run_receiver_cli(*args: str, timeout: float = 60) -> subprocess.CompletedPro
     )
 
 
-@dataclasses.dataclass
-class Receiver:
+class Receiver(ReceiverProcess):
     """A running receiver process and the ways tests drive and inspect it."""
-
-    base_url: str
-    db_url: str
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes]
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -153,18 +140,10 @@ class Receiver:
         body = answer.json()
         return Tenant(self, body["tenant_id"], body["shared_secret_b64"], body["ingest_url"])
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
     def stop(self) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL if it lingers."""
         if "store" in self.__dict__:
             self.store.dispose()
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
+        super().stop()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
@@ -228,47 +207,12 @@ class Tenant:
 
 def start_receiver(db_url: str, workdir: Path, extra_args: Sequence[str] = ()) -> Receiver:
     """Start `catalog-sync receiver serve --test-control` and wait until it answers."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    data_dir = workdir / "data"
-    log_path = workdir / "receiver.log"
-    port = free_port()
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(BIN / "catalog-sync"),
-                "receiver",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--db",
-                db_url,
-                "--data-dir",
-                str(data_dir),
-                "--test-control",
-                *extra_args,
-            ],
-            env=_cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    try:
+        return Receiver.start(
+            db_url, workdir, extra_args=["--test-control", *extra_args], timeout_s=START_TIMEOUT_S
         )
-    receiver = Receiver(f"http://127.0.0.1:{port}", db_url, data_dir, log_path, process)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            receiver.stop()
-            pytest.fail(f"the receiver exited with {process.returncode}:\n{receiver.log_text()}")
-        try:
-            requests.get(receiver.url("/_control/requests"), timeout=1).raise_for_status()
-            return receiver
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                receiver.stop()
-                pytest.fail(f"the receiver did not answer in time:\n{receiver.log_text()}")
-            time.sleep(0.05)
+    except CatalogSyncError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -298,7 +242,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def _module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+def module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     workdir = tmp_path_factory.mktemp("receiver")
     started = start_receiver(f"sqlite:///{workdir / 'receiver.sqlite'}", workdir)
     yield started
@@ -306,10 +250,10 @@ def _module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recei
 
 
 @pytest.fixture
-def shared_receiver(_module_receiver: Receiver) -> Receiver:
+def shared_receiver(module_receiver: Receiver) -> Receiver:
     """One receiver per test module (faster); faults and the log are cleared per test.
 
     Tests that use it must pair their own tenant and look only at that tenant's data.
     """
-    _module_receiver.clear()
-    return _module_receiver
+    module_receiver.clear()
+    return module_receiver

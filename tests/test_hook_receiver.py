@@ -10,7 +10,7 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,26 +19,19 @@ from airflow.sdk import Connection
 from catalog_sync import protocol
 from catalog_sync.errors import ConfigurationError, TransientError
 from catalog_sync.hooks import Pairing, VoiceBotHook
-from hook_support import shared_receiver
 from receiver_harness import Receiver
 
 SITE_URL = "https://shop.example.com"
 Factory = Callable[..., VoiceBotHook]
 
 
-@pytest.fixture(scope="module")
-def module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    yield from shared_receiver(tmp_path_factory)
-
-
 @pytest.fixture
-def receiver(module_receiver: Receiver) -> Receiver:
+def receiver(shared_receiver: Receiver) -> Receiver:
     """One receiver process per module (starting one costs seconds).
 
     Each test pairs its own tenant and starts with no faults and an empty request log.
     """
-    module_receiver.clear()
-    return module_receiver
+    return shared_receiver
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from catalog_sync import protocol
 from catalog_sync.errors import ConfigurationError
 from catalog_sync.hooks import VoiceBotHook, lookup_connection
 from catalog_sync.pairing import delete_connection, find_connection, store_connection
-from hook_support import ScriptedServer, shared_receiver
+from hook_support import ScriptedServer
 from receiver_harness import BIN, Receiver
 
 Done = subprocess.CompletedProcess[str]
@@ -28,16 +28,10 @@ Cli = Callable[..., Done]
 NOT_BASE64 = "bm90IHN0cmljdA"
 
 
-@pytest.fixture(scope="module")
-def module_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    yield from shared_receiver(tmp_path_factory)
-
-
 @pytest.fixture
-def receiver(module_receiver: Receiver) -> Receiver:
+def receiver(shared_receiver: Receiver) -> Receiver:
     """One receiver per module; each test starts with no faults and an empty request log."""
-    module_receiver.clear()
-    return module_receiver
+    return shared_receiver
 
 
 @pytest.fixture(scope="module")

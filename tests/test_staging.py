@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from catalog_sync import protocol, staging
 from catalog_sync.errors import ConfigurationError
 from catalog_sync.mapping import Deletion, Entity, MappingFailure
+from catalog_sync.receiver.process import free_port
 
 
 def _entities(n: int, text_size: int = 10) -> Iterator[Entity]:
@@ -145,19 +145,13 @@ def test_staging_setting_must_be_a_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- S3 --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real S3-compatible HTTP server (moto) on loopback, with one bucket."""
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

@@ -49,7 +49,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_TRANSIENT
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
