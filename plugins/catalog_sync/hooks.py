@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from catalog_sync import PLUGIN_VERSION, protocol
+from catalog_sync.connections import get_connection
 from catalog_sync.errors import ConfigurationError, ProtocolError, TransientError
 
 log = logging.getLogger(__name__)
@@ -210,32 +210,9 @@ def _required_string(body: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
-def _in_task() -> bool:
-    """True inside a running task, where the Task SDK talks to the supervisor."""
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
-
-
 def lookup_connection(conn_id: str) -> Any:
-    """The Airflow Connection `conn_id` from wherever Airflow keeps it.
-
-    Inside a task the Task SDK asks the supervisor. Elsewhere (the CLI) the Task SDK has
-    no metadata database, so this uses the lookup Airflow's own `airflow connections get`
-    uses: the configured secrets backends, `AIRFLOW_CONN_*` variables, then the database.
-    Raises `ConfigurationError` when there is no such connection.
-    """
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        if _in_task():
-            return BaseHook.get_connection(conn_id)
-        from airflow.models.connection import Connection
-
-        return Connection.get_connection_from_secrets(conn_id)
-    except AirflowNotFoundException:
-        raise ConfigurationError(
-            f"there is no Airflow connection {conn_id!r}; {_pair_hint(conn_id)}"
-        ) from None
+    """The Airflow Connection `conn_id`, or a `ConfigurationError` that says how to pair."""
+    return get_connection(conn_id, missing_hint=_pair_hint(conn_id))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from catalog_sync import protocol
+from catalog_sync.connections import env_var_name
 from catalog_sync.errors import ConfigurationError, TransientError
 
 if TYPE_CHECKING:
@@ -33,11 +34,6 @@ _FERNET_HINT = (
     "fernet import Fernet; print(Fernet.generate_key().decode())')\", and give every Airflow "
     "process the same key"
 )
-
-
-def env_var_name(conn_id: str) -> str:
-    """The `AIRFLOW_CONN_*` variable that would define `conn_id`."""
-    return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
 def require_fernet() -> None:

@@ -13,12 +13,12 @@ long as naive columns hold UTC (Laravel's default, `APP_TIMEZONE=UTC`).
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
+from catalog_sync.connections import env_var_name, get_connection
 from catalog_sync.errors import ConfigurationError
 
 #: The Airflow connection id of the shop's database.
@@ -66,38 +66,15 @@ def normalize_url(url: str | sa.URL, *, what: str = "the source database URL") -
     return parsed
 
 
-def _in_task() -> bool:
-    """True inside a running Airflow task (the Task SDK talks to the API server)."""
-    runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
-    return getattr(runner, "SUPERVISOR_COMMS", None) is not None
-
-
 def _airflow_connection(conn_id: str) -> Any:
-    """Look a connection up the way Airflow itself does in this context.
-
-    In a task, the Task SDK (`airflow.sdk.Connection.get`) asks the API server. Outside
-    one (the command line, a benchmark), `airflow.models.Connection
-    .get_connection_from_secrets` reads `AIRFLOW_CONN_*`, any secrets backend and the
-    metadata database; Airflow deprecates it only inside a task, where it warns and
-    forwards to the Task SDK anyway.
-    """
-    from airflow.exceptions import AirflowNotFoundException
-
-    try:
-        if _in_task():
-            from airflow.sdk import Connection
-
-            return Connection.get(conn_id)
-        from airflow.models.connection import Connection as MetadataConnection
-
-        return MetadataConnection.get_connection_from_secrets(conn_id)
-    except AirflowNotFoundException:
-        env = f"AIRFLOW_CONN_{conn_id.upper()}"
-        raise ConfigurationError(
-            f"the Airflow connection {conn_id!r} is not defined; set it, e.g. "
-            f"{env}=postgresql://user@host:5432/shop (or mysql://..., sqlite:////path/shop.db), "
+    return get_connection(
+        conn_id,
+        missing_hint=(
+            f"set it, e.g. {env_var_name(conn_id)}=postgresql://user@host:5432/shop "
+            f"(or mysql://..., sqlite:////path/shop.db), "
             f"or `airflow connections add {conn_id} --conn-uri ...`"
-        ) from None
+        ),
+    )
 
 
 def url_from_connection(conn: Any) -> sa.URL:
