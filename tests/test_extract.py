@@ -381,10 +381,11 @@ def test_snapshot_parts_concatenate_into_one_valid_upload(sqlite_url: str, tmp_p
     demo_shop.create_demo_shop(engine, 40, seed=4)
     catalog = load_config()
     manifest = extract.extract_snapshot(engine, catalog, run_key="r", root=tmp_path.as_uri())
-    joined = b"".join(
-        Path(p["uri"].removeprefix("file://")).read_bytes() for p in manifest["parts"]
-    )
+    upload = staging.assemble_snapshot(manifest["parts"], (tmp_path / "upload.gz").as_uri())
+    joined = Path(upload["uri"].removeprefix("file://")).read_bytes()
+    assert (len(joined), hashlib.sha256(joined).hexdigest()) == (upload["bytes"], upload["sha256"])
     lines = gzip.decompress(joined).splitlines()
+    assert len(lines) == upload["lines"]
     kinds = [protocol.loads(line)["kind"] for line in lines]
     assert {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)} == manifest["counts"]
     first = protocol.loads(lines[0])
