@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from catalog_sync import protocol
+from catalog_sync.connections import find_connection
 from catalog_sync.errors import ConfigurationError
 from catalog_sync.hooks import VoiceBotHook, lookup_connection
-from catalog_sync.pairing import delete_connection, find_connection, store_connection
+from catalog_sync.pairing import delete_connection, store_connection
 from hook_support import ScriptedServer
 from receiver_harness import BIN, Receiver
 

@@ -42,3 +42,11 @@ def get_connection(conn_id: str, *, missing_hint: str) -> Any:
         raise ConfigurationError(
             f"there is no Airflow connection {conn_id!r}; {missing_hint}"
         ) from None
+
+
+def find_connection(conn_id: str) -> Any | None:
+    """The connection `conn_id` from any Airflow source, or None when it is not defined."""
+    try:
+        return get_connection(conn_id, missing_hint="")
+    except ConfigurationError:
+        return None

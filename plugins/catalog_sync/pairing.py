@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from catalog_sync import protocol
-from catalog_sync.connections import env_var_name
+from catalog_sync.connections import env_var_name, find_connection
 from catalog_sync.errors import ConfigurationError, TransientError
 
 if TYPE_CHECKING:
@@ -55,16 +55,6 @@ def require_fernet() -> None:
         ) from None
     if not fernet.is_encrypted:
         raise ConfigurationError(f"Airflow would not encrypt connection passwords; {_FERNET_HINT}")
-
-
-def find_connection(conn_id: str) -> Any | None:
-    """The connection `conn_id` from any Airflow source (env, secrets backend, DB), or None."""
-    from catalog_sync.hooks import lookup_connection
-
-    try:
-        return lookup_connection(conn_id)
-    except ConfigurationError:
-        return None
 
 
 def store_connection(conn_id: str, pairing: Pairing, site_url: str) -> None:

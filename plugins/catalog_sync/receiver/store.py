@@ -25,9 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from catalog_sync import protocol
+from catalog_sync.db import byte_text, configure_sqlite
 from catalog_sync.errors import ConfigurationError, TransientError
 from catalog_sync.receiver import validate
 
@@ -41,36 +42,23 @@ UPSERT_BATCH = 2000
 MAX_SNAPSHOT_LINE = protocol.MAX_BATCH_BYTES
 
 
-def _text(length: int) -> sa.types.TypeEngine[str]:
-    """A string column compared byte-wise everywhere, so keys and sort order agree.
-
-    MySQL's default collation is case-insensitive and PostgreSQL's follows the locale;
-    external ids are case-sensitive identities and `dump` must sort the same on all.
-    """
-    return (
-        sa.String(length)
-        .with_variant(sa.String(length, collation="C"), "postgresql")
-        .with_variant(sa.String(length, collation="utf8mb4_bin"), "mysql", "mariadb")
-    )
-
-
 metadata = sa.MetaData()
 
 pair_codes = sa.Table(
     "receiver_pair_codes",
     metadata,
-    sa.Column("code", _text(16), primary_key=True),
+    sa.Column("code", byte_text(16), primary_key=True),
     sa.Column("ingest_url", sa.String(2048), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("used_at", sa.Float),
-    sa.Column("tenant_id", _text(64)),
+    sa.Column("tenant_id", byte_text(64)),
 )
 
 tenants = sa.Table(
     "receiver_tenants",
     metadata,
-    sa.Column("tenant_id", _text(64), primary_key=True),
+    sa.Column("tenant_id", byte_text(64), primary_key=True),
     sa.Column("secret", sa.LargeBinary(64), nullable=False),
     sa.Column("ingest_url", sa.String(2048), nullable=False),
     sa.Column("site_url", sa.Text, nullable=False),
@@ -85,20 +73,20 @@ tenants = sa.Table(
 nonces = sa.Table(
     "receiver_nonces",
     metadata,
-    sa.Column("tenant_id", _text(64), primary_key=True),
-    sa.Column("nonce", _text(32), primary_key=True),
+    sa.Column("tenant_id", byte_text(64), primary_key=True),
+    sa.Column("nonce", byte_text(32), primary_key=True),
     sa.Column("seen_at", sa.Float, nullable=False, index=True),
 )
 
 syncs = sa.Table(
     "receiver_syncs",
     metadata,
-    sa.Column("sync_id", _text(32), primary_key=True),
-    sa.Column("tenant_id", _text(64), nullable=False),
+    sa.Column("sync_id", byte_text(32), primary_key=True),
+    sa.Column("tenant_id", byte_text(64), nullable=False),
     sa.Column("expected_counts", sa.Text, nullable=False),
     sa.Column("site_url", sa.Text),
     # sha256 of the upload token: the database never holds a usable upload URL.
-    sa.Column("token_sha256", _text(64), nullable=False, unique=True),
+    sa.Column("token_sha256", byte_text(64), nullable=False, unique=True),
     sa.Column("upload_expires_at", sa.Float, nullable=False),
     # pending -> receiving -> uploaded; a failed upload goes back to pending.
     sa.Column("upload_state", sa.String(16), nullable=False),
@@ -110,9 +98,9 @@ syncs = sa.Table(
 idempotency = sa.Table(
     "receiver_idempotency",
     metadata,
-    sa.Column("tenant_id", _text(64), primary_key=True),
+    sa.Column("tenant_id", byte_text(64), primary_key=True),
     sa.Column("endpoint", sa.String(16), primary_key=True),
-    sa.Column("idempotency_key", _text(255), primary_key=True),
+    sa.Column("idempotency_key", byte_text(255), primary_key=True),
     sa.Column("response", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
 )
@@ -120,9 +108,9 @@ idempotency = sa.Table(
 entities = sa.Table(
     "receiver_entities",
     metadata,
-    sa.Column("tenant_id", _text(64), primary_key=True),
-    sa.Column("kind", _text(32), primary_key=True),
-    sa.Column("external_id", _text(validate.MAX_EXTERNAL_ID), primary_key=True),
+    sa.Column("tenant_id", byte_text(64), primary_key=True),
+    sa.Column("kind", byte_text(32), primary_key=True),
+    sa.Column("external_id", byte_text(validate.MAX_EXTERNAL_ID), primary_key=True),
     sa.Column("payload", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
     sa.Column("lang", sa.String(validate.MAX_LANG)),
     sa.Column("translation_of", sa.String(validate.MAX_EXTERNAL_ID)),
@@ -156,24 +144,6 @@ def _json_text(value: Any) -> str:
     return protocol.dumps(value).decode("utf-8")
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL + busy timeout, and writers take the lock at BEGIN (no upgrade deadlocks)."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        read_only = conn.get_execution_options().get("catalog_sync_read", False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-
 class ReceiverStore:
     """All database work of the receiver; safe to share between threads."""
 
@@ -192,7 +162,7 @@ class ReceiverStore:
                 "like sqlite:///receiver.sqlite or postgresql+psycopg://user@host/db"
             ) from None
         if url.get_backend_name() == "sqlite":
-            _configure_sqlite(self.engine)
+            configure_sqlite(self.engine)
         try:
             metadata.create_all(self.engine)
         except sa.exc.OperationalError as exc:
