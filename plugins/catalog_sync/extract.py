@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,16 +333,24 @@ def extract_delta(
     mappers: Mapping[str, KindMapper] | None = None,
     root: str | None = None,
     page_size: int | None = None,
+    redrive: Callable[[sa.Connection, KindMapper], Iterable[Item]] | None = None,
 ) -> dict[str, Any]:
-    """Stage one kind's window as `events` bodies; returns a manifest small enough for XCom."""
+    """Stage one kind's window as `events` bodies; returns a manifest small enough for XCom.
+
+    `redrive(conn, mapper)` yields items staged before the window's changes (the dead
+    letter's pending entries, re-read from their current rows).
+    """
     mappers = mappers if mappers is not None else prepare(engine, catalog)
     mapper = mappers[kind]
     base = staging.join(root or staging.staging_root(), staging.safe_segment(run_key), "delta")
     with engine.connect() as conn:
+        items: Iterable[Item] = iter_changes(conn, catalog, mapper, window, page_size)
+        if redrive is not None:
+            items = itertools.chain(redrive(conn, mapper), items)
         manifest = staging.write_delta_batches(
             staging.join(base, f"{kind}.batches.ndjson.gz"),
             kind,
-            iter_changes(conn, catalog, mapper, window, page_size),
+            items,
             run_key=run_key,
             window_key=window.key,
             failures_uri=staging.join(base, f"{kind}.failures.ndjson.gz"),

@@ -875,6 +875,28 @@ class StateStore:
         taken over; the same `holder` (a retry of the same run) takes its lease back at
         once. Expiry uses the database clock, so machines with skewed clocks agree.
         """
+        token = self.acquire_lock(
+            target, holder, timeout_s=timeout_s, lease_s=lease_s, poll_s=poll_s
+        )
+        try:
+            yield
+        finally:
+            self._unlock(target, holder, token)
+
+    def acquire_lock(
+        self,
+        target: str,
+        holder: str,
+        *,
+        timeout_s: float = 600,
+        lease_s: float = 3600,
+        poll_s: float = DEFAULT_LOCK_POLL_S,
+    ) -> str:
+        """Take the lease like `target_lock`, but keep it: for runs whose steps are tasks.
+
+        Returns the lease token. `release_lock(target, holder)` ends it; a crash leaves it
+        to expire.
+        """
         _check_key(target, "target", _ID_LENGTH)
         if not isinstance(holder, str) or not holder:
             raise ValueError("holder must be a non-empty string naming the run")
@@ -902,10 +924,19 @@ class StateStore:
                 waiting_logged = True
             time.sleep(min(poll_s, remaining))
         log.info("%r holds the lock of %r", holder, target)
-        try:
-            yield
-        finally:
-            self._unlock(target, holder, token)
+        return token
+
+    def release_lock(self, target: str, holder: str) -> bool:
+        """End `holder`'s lease of `target`; False when it did not hold it (any more)."""
+        self._require_schema()
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    sa.delete(target_lock).where(
+                        target_lock.c.target == target, target_lock.c.holder == holder
+                    )
+                ).rowcount
+            )
 
     def _try_lock(
         self, target: str, holder: str, token: str, lease_s: float

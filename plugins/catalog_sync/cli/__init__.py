@@ -22,7 +22,15 @@ EXIT_TRANSIENT = 1
 EXIT_CONFIG = 2
 
 #: Modules of this package that add sub-commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("pairing", "receiver", "demo", "demo_shop")
+COMMAND_MODULES: tuple[str, ...] = (
+    "pairing",
+    "receiver",
+    "demo",
+    "demo_shop",
+    "dead_letter",
+    "doctor",
+    "sync",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

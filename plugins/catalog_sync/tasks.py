@@ -1,0 +1,498 @@
+"""The bodies of the DAG tasks: plain functions over small dicts, testable without Airflow.
+
+Each function takes what its upstream task returned (XCom: URIs, counts, checksums,
+windows; never payloads, never the secret) and returns the same kind of dict. Every
+dict carries the run's identity (`run_id`, `dag_id`, `run_key`, `target`), so a mapped
+task needs nothing else. `dag_factory` wraps them in `@task`s and turns a
+ConfigurationError into Airflow's fail-fast exception.
+
+Order of effects, so that a crash anywhere loses nothing and applies nothing twice:
+extract stages batches (deterministic batch ids) -> push sends the staged bytes (the
+receiver replays a batch id it already applied) -> commit moves the watermark with a
+compare-and-set. A crash before commit re-sends the same window in the next run.
+
+The target lock (state database) is held from the first push (delta) or `init` (full)
+until `report`, so a delta and a full of the same target never interleave their push
+and commit steps; the same run re-acquires its own lease at once, and a crashed run's
+lease expires after `CATALOG_SYNC_LOCK_LEASE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from catalog_sync import extract, params, protocol, staging
+from catalog_sync.errors import CatalogSyncError, ConfigurationError
+from catalog_sync.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: How many staged ops a dry run logs per kind.
+SAMPLES = 3
+#: Ledger statuses of a kind whose part of the run did what it should.
+DONE = frozenset({"committed", "superseded", "sent_since", "dry_run"})
+
+
+class RunFailed(CatalogSyncError):
+    """Some kind did not finish: `report` fails the run (the cause failed its own task)."""
+
+
+# --- shared resources -------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@contextlib.contextmanager
+def _state() -> Iterator[Any]:
+    from catalog_sync.state import StateStore
+
+    store = StateStore.from_airflow()
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+@contextlib.contextmanager
+def _engine() -> Iterator[Any]:
+    from catalog_sync.source import create_source_engine
+
+    engine = create_source_engine()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _catalog() -> Any:
+    from catalog_sync.config import load_config
+
+    return load_config()
+
+
+def _hook(target: str) -> Any:
+    from catalog_sync.hooks import VoiceBotHook
+
+    return VoiceBotHook(target)
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    """Names the run's staging folder and lease: stable across retries of its tasks."""
+    return staging.safe_segment(f"{dag_id}__{run_id}")
+
+
+def _hold_lock(state: Any, item: Mapping[str, Any], settings: Settings) -> None:
+    """Take (or take back) this run's lease of the target; see the module docstring."""
+    state.acquire_lock(
+        item["target"],
+        item["run_key"],
+        timeout_s=settings.lock_timeout_s,
+        lease_s=settings.lock_lease_s,
+    )
+
+
+def _run_identity(conf_mode: str, dag_id: str, run_id: str, settings: Settings) -> dict[str, Any]:
+    return {
+        "mode": conf_mode,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "run_key": run_key(dag_id, run_id),
+        "target": settings.target,
+        "started_at": _now().isoformat(),
+    }
+
+
+def _ledger(state: Any, item: Mapping[str, Any], *, status: str, **counts: Any) -> None:
+    from catalog_sync.state import RunLedgerEntry
+
+    window = item.get("window") or {}
+    state.ledger_record(
+        RunLedgerEntry(
+            run_id=item["run_id"],
+            dag_id=item["dag_id"],
+            target=item["target"],
+            kind=item["kind"],
+            mode="dry_run" if item.get("dry_run") else item["mode"],
+            status=status,
+            started_at=dt.datetime.fromisoformat(item["started_at"]),
+            window_low=_aware(window.get("low")),
+            window_high=_aware(window.get("high")),
+            finished_at=_now(),
+            **counts,
+        )
+    )
+
+
+def _aware(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+
+
+def _log_samples(kind: str, lines: Iterator[bytes]) -> None:
+    for line in itertools.islice(lines, SAMPLES):
+        log.info("dry run sample of %s: %s", kind, line.decode("utf-8")[:2000])
+
+
+# --- delta --------------------------------------------------------------------------------
+
+
+def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Validate the run, check the map against the live database, fix one window per kind."""
+    settings = load_settings()
+    catalog = _catalog()
+    run = params.check_conf(conf, mode=params.DELTA, kinds=list(catalog.kinds))
+    identity = _run_identity(params.DELTA, dag_id, run_id, settings)
+    items = []
+    with _engine() as engine, _state() as state:
+        state.ensure_schema()
+        extract.prepare(engine, catalog)
+        with engine.connect() as conn:
+            for kind in run.kinds:
+                stored = state.watermark(settings.target, kind)
+                window = extract.plan_window(conn, stored, catalog.sync)
+                commit = True
+                if run.since is not None:
+                    # Re-send from `since`; commit only if that covers everything since the
+                    # watermark, else the gap between them would be skipped for good.
+                    commit = window.low is not None and run.since <= window.low
+                    window = extract.Window(low=run.since, high=window.high)
+                items.append(
+                    {
+                        **identity,
+                        "kind": kind,
+                        "dry_run": run.dry_run,
+                        "window": window.to_dict(),
+                        "expected_low": None if stored is None else stored.isoformat(),
+                        "commit": commit,
+                    }
+                )
+            conn.rollback()
+    for item in items:
+        log.info(
+            "plan %s: window %s .. %s%s",
+            item["kind"],
+            item["window"]["low"] or "(first run)",
+            item["window"]["high"],
+            "" if item["commit"] else " (since: the watermark will not move)",
+        )
+    return items
+
+
+def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Stage the kind's dead-letter redrive, then its window's changes, as events bodies."""
+    from catalog_sync import mapping
+
+    catalog = _catalog()
+    kind, target = item["kind"], item["target"]
+    with _engine() as engine, _state() as state:
+        mappers = mapping.compile_mappers(catalog, engine)
+
+        def redrive(conn: Any, mapper: Any) -> Iterator[Any]:
+            from catalog_sync.redrive import redrive_items
+
+            return redrive_items(conn, catalog, mapper, state, target=target, kind=kind)
+
+        manifest = extract.extract_delta(
+            engine,
+            catalog,
+            kind,
+            extract.Window.from_dict(item["window"]),
+            run_key=item["run_key"],
+            mappers=mappers,
+            redrive=redrive,
+        )
+    log.info(
+        "extracted %s: %d upserts, %d deletes in %d batches, %d unmappable",
+        kind,
+        manifest["upserts"],
+        manifest["deletes"],
+        manifest["batches"],
+        manifest["failures"]["count"],
+    )
+    return {**item, "manifest": manifest}
+
+
+def push_delta(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Send the staged batches (same ids on a retry); rejected ops go to the dead letter."""
+    manifest = item["manifest"]
+    kind = item["kind"]
+    if item["dry_run"]:
+        _log_samples(kind, staging.iter_lines(manifest["uri"]))
+        return {**item, "tally": {}, "unmappable": 0}
+    from catalog_sync import delivery
+
+    settings = load_settings()
+    with _state() as state:
+        try:
+            _hold_lock(state, item, settings)
+            tally = delivery.deliver_batches(
+                _hook(item["target"]),
+                state,
+                target=item["target"],
+                kind=kind,
+                batches=staging.iter_batches(manifest["uri"]),
+                max_attempts=settings.dead_letter_max_attempts,
+            )
+            unmappable = delivery.record_failures(
+                state,
+                target=item["target"],
+                kind=kind,
+                failures_uri=manifest["failures"]["uri"],
+                max_attempts=settings.dead_letter_max_attempts,
+            )
+        except Exception as exc:
+            _ledger(state, item, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+    counts = tally.to_dict()
+    log.info("pushed %s: %s, %d unmappable dead-lettered", kind, counts, unmappable)
+    return {**item, "tally": counts, "unmappable": unmappable}
+
+
+def commit_delta(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Move the kind's watermark to the window's high, if it still is where plan read it."""
+    from catalog_sync.state import WatermarkConflict
+
+    manifest, tally = item["manifest"], item["tally"]
+    counts = {
+        "extracted": manifest["upserts"] + manifest["deletes"],
+        "accepted": tally.get("accepted", 0),
+        "replayed": tally.get("replayed_batches", 0),
+        "dead_lettered": tally.get("dead_lettered", 0) + item["unmappable"],
+    }
+    with _state() as state:
+        if item["dry_run"]:
+            status = "dry_run"
+        elif not item["commit"]:
+            status = "sent_since"
+        else:
+            _hold_lock(state, item, load_settings())
+            try:
+                state.advance_watermark(
+                    item["target"],
+                    item["kind"],
+                    _aware(item["window"]["high"]),
+                    expected_low=_aware(item["expected_low"]),
+                )
+                status = "committed"
+            except WatermarkConflict as exc:
+                # Another run (a full) moved the watermark: the next delta re-sends from there.
+                log.warning("%s", exc)
+                status = "superseded"
+        _ledger(state, item, status=status, **counts)
+    return {"kind": item["kind"], "status": status, **counts}
+
+
+def _alert(dead: int, run_id: str, target: str) -> None:
+    """Tell a human that ops were dead-lettered, through the configured notifiers."""
+    from catalog_sync import alerts
+
+    log.warning("run %s dead-lettered %d op(s) for %s", run_id, dead, target)
+    alerts.alert_dead_letters({"dead_lettered": dead, "run_id": run_id, "target": target})
+
+
+def report(plan: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Log a table of the run's ledger lines, release the lock, alert on dead letters."""
+    settings = load_settings()
+    target = settings.target
+    key = run_key(dag_id, run_id)
+    with _state() as state:
+        state.ensure_schema()
+        lines = [e for e in state.ledger(target=target, limit=500) if e.run_id == run_id]
+        state.release_lock(target, key)
+    by_kind = {line.kind: line for line in lines}
+    kinds = [item["kind"] for item in plan] or sorted(by_kind)
+    header = f"{'kind':<18}{'status':>12}{'extracted':>11}{'accepted':>10}{'dead':>8}"
+    table = [header]
+    rows = []
+    for kind in kinds:
+        line = by_kind.get(kind)
+        row = {
+            "kind": kind,
+            "status": line.status if line else "not_run",
+            "extracted": line.extracted if line else 0,
+            "accepted": line.accepted if line else 0,
+            "dead_lettered": line.dead_lettered if line else 0,
+        }
+        rows.append(row)
+        table.append(
+            f"{kind:<18}{row['status']:>12}{row['extracted']:>11}{row['accepted']:>10}"
+            f"{row['dead_lettered']:>8}"
+        )
+    log.info("run %s of %s:\n%s", run_id, dag_id, "\n".join(table))
+    dead = sum(row["dead_lettered"] for row in rows)
+    if dead:
+        _alert(dead, run_id, target)
+    unfinished = [row["kind"] for row in rows if row["status"] not in DONE]
+    if unfinished:
+        raise RunFailed(
+            f"kind(s) {', '.join(unfinished)} did not finish; their failed task's log says why"
+        )
+    return {"kinds": rows, "dead_lettered": dead}
+
+
+# --- full ---------------------------------------------------------------------------------
+
+
+def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Validate the run and the map against the live database; one item per kind."""
+    settings = load_settings()
+    catalog = _catalog()
+    run = params.check_conf(conf, mode=params.FULL, kinds=list(catalog.kinds))
+    identity = _run_identity(params.FULL, dag_id, run_id, settings)
+    with _engine() as engine, _state() as state:
+        state.ensure_schema()
+        extract.prepare(engine, catalog)
+    return [
+        {**identity, "kind": kind, "dry_run": run.dry_run, "force": run.force} for kind in run.kinds
+    ]
+
+
+def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Stage one kind's snapshot in its own repeatable-read transaction (its own point)."""
+    from catalog_sync import mapping
+
+    catalog = _catalog()
+    with _engine() as engine:
+        snapshot = extract.extract_snapshot(
+            engine,
+            catalog,
+            run_key=item["run_key"],
+            kinds=[item["kind"]],
+            mappers=mapping.compile_mappers(catalog, engine),
+        )
+    part = snapshot["parts"][0]
+    log.info("snapshot of %s at %s: %d lines", item["kind"], snapshot["point"], part["lines"])
+    return {"kind": item["kind"], "point": snapshot["point"], "part": part}
+
+
+def assemble(plan: Sequence[Mapping[str, Any]], parts: Sequence[Mapping[str, Any]]) -> dict:
+    """Join the kinds' parts, in map order, into the one upload."""
+    first = plan[0]
+    by_kind = {entry["kind"]: entry for entry in parts}
+    ordered = [by_kind[item["kind"]] for item in plan]
+    upload = staging.assemble_snapshot(
+        [entry["part"] for entry in ordered],
+        staging.join(staging.staging_root(), first["run_key"], "snapshot.ndjson.gz"),
+    )
+    return {
+        **{k: first[k] for k in ("mode", "dag_id", "run_id", "run_key", "target", "started_at")},
+        "dry_run": first["dry_run"],
+        "force": first["force"],
+        "upload": upload,
+        "lines": {e["kind"]: e["part"]["lines"] for e in ordered},
+        "points": {e["kind"]: e["point"] for e in ordered},
+        "failures": {e["kind"]: e["part"]["failures"] for e in ordered},
+    }
+
+
+def guards(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse a snapshot that would wipe or gut the receiver (force overrides the last two).
+
+    - an empty snapshot (never: it means a broken source, and would delete nothing useful);
+    - a kind whose count fell by more than the shrink share against the last accepted one;
+    - rows that failed to map: absent from the snapshot, the tombstone pass would delete them.
+    """
+    settings = load_settings()
+    lines: Mapping[str, int] = snapshot["lines"]
+    if not any(lines.values()):
+        raise ConfigurationError(
+            "the snapshot is empty: every kind has 0 entities; refusing to send it (check the "
+            "source connection catalog_source and the entity map)"
+        )
+    problems = []
+    with _state() as state:
+        last = state.last_snapshot_counts(snapshot["target"])
+    shrunk = [
+        f"{kind} {last[kind]} -> {count}"
+        for kind, count in lines.items()
+        if last.get(kind) and count < last[kind] * (1 - settings.shrink_guard)
+    ]
+    if shrunk:
+        problems.append(
+            f"kind(s) shrank by more than {settings.shrink_guard:.0%} since the last accepted "
+            f"snapshot ({'; '.join(shrunk)})"
+        )
+    failed = {kind: f for kind, f in snapshot["failures"].items() if f["count"]}
+    if failed:
+        where = "; ".join(f"{kind}: {f['count']} in {f['uri']}" for kind, f in failed.items())
+        problems.append(
+            f"rows failed to map and would be deleted at the receiver ({where}; each line of "
+            "those gzipped NDJSON files names the row and its error)"
+        )
+    if problems and not snapshot["force"]:
+        raise ConfigurationError(
+            "refusing this snapshot: "
+            + " and ".join(problems)
+            + ". Fix the source or the map, or trigger catalog_full with force=true"
+        )
+    for problem in problems:
+        log.warning("force: sending anyway although %s", problem)
+    return dict(snapshot)
+
+
+def init_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """Take the target's lock and announce the snapshot (a dry run logs samples instead)."""
+    upload = snapshot["upload"]
+    if snapshot["dry_run"]:
+        _log_samples("snapshot", staging.iter_lines(upload["uri"]))
+        return {**snapshot, "sync_id": None, "upload_url": None}
+    with _state() as state:
+        _hold_lock(state, snapshot, load_settings())
+    started = _hook(snapshot["target"]).init({k: n for k, n in snapshot["lines"].items() if n})
+    return {**snapshot, "sync_id": started["sync_id"], "upload_url": started["upload_url"]}
+
+
+def upload_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    if not snapshot["dry_run"]:
+        with _state() as state:
+            _hold_lock(state, snapshot, load_settings())
+        upload = snapshot["upload"]
+        _hook(snapshot["target"]).upload(
+            snapshot["upload_url"], upload["uri"], size=upload["bytes"]
+        )
+    return dict(snapshot)
+
+
+def finalize_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    if not snapshot["dry_run"]:
+        with _state() as state:
+            _hold_lock(state, snapshot, load_settings())
+        answer = _hook(snapshot["target"]).finalize(snapshot["sync_id"])
+        log.info("finalized %s: %s", snapshot["sync_id"], protocol.dumps(answer)[:2000])
+    return dict(snapshot)
+
+
+def commit_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """Per kind: watermark = its point in time, remember its count (the shrink guard's base)."""
+    settings = load_settings()
+    target = snapshot["target"]
+    with _state() as state:
+        if not snapshot["dry_run"]:
+            _hold_lock(state, snapshot, settings)
+        for kind, count in snapshot["lines"].items():
+            item = {**snapshot, "kind": kind}
+            failures = snapshot["failures"][kind]
+            dead = 0
+            if snapshot["dry_run"]:
+                status = "dry_run"
+            else:
+                state.set_snapshot(target, kind, _aware(snapshot["points"][kind]), count)
+                if failures["count"]:  # sent with force: the rows wait in the dead letter
+                    from catalog_sync import delivery
+
+                    dead = delivery.record_failures(
+                        state,
+                        target=target,
+                        kind=kind,
+                        failures_uri=failures["uri"],
+                        max_attempts=settings.dead_letter_max_attempts,
+                    )
+                status = "committed"
+            _ledger(state, item, status=status, extracted=count, dead_lettered=dead)
+    return {"committed": not snapshot["dry_run"], "kinds": len(snapshot["lines"])}

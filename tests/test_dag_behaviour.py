@@ -1,0 +1,231 @@
+"""Behaviour of the DAGs under `dag.test()`: retries, fail-fast, dry runs, since, guards.
+
+SQLite source, the real receiver, one kind (`product`) per run to keep each test short.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from airflow.exceptions import ParamValidationError
+
+from catalog_sync import demo_shop, protocol
+from dag_support import SyncEnv, make_sync_env
+
+PRODUCT = {"kinds": ["product"]}
+
+
+@pytest.fixture
+def env(
+    receiver, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env
+) -> SyncEnv:
+    monkeypatch.setenv("CATALOG_SYNC_RETRIES", "1")
+    return make_sync_env(receiver, sqlite_url, tmp_path, monkeypatch)
+
+
+def calls(env: SyncEnv, path: str) -> list[dict]:
+    return [r for r in env.receiver.requests() if r["path"] == path]
+
+
+def held_products(env: SyncEnv) -> list[dict]:
+    return [line for line in env.held() if line["kind"] == "product"]
+
+
+def expected_products(env: SyncEnv) -> list[dict]:
+    return [line for line in env.expected() if line["kind"] == "product"]
+
+
+def watermark(env: SyncEnv, kind: str = "product") -> dt.datetime | None:
+    state = env.state()
+    try:
+        return state.watermark("voicebot_default", kind)
+    finally:
+        state.dispose()
+
+
+def test_push_retries_after_a_transient_failure_and_applies_the_batch_once(env: SyncEnv) -> None:
+    """The receiver answers 500 to every attempt the hook makes (5): the push task fails,
+    Airflow retries it (dag.test runs retries in-process), the same staged batch is re-sent
+    with the same batch id and applied once."""
+    env.receiver.add_fault(
+        method="POST",
+        path=protocol.EVENTS_PATH,
+        action="status",
+        status=500,
+        retry_after="0",
+        times=5,
+    )
+    run = env.run("delta", PRODUCT)
+    assert run.state == "success", env.states(run)
+    push = next(ti for ti in run.get_task_instances() if ti.task_id == "per_kind.push")
+    assert push.try_number == 2
+    events = calls(env, protocol.EVENTS_PATH)
+    assert [e["status"] for e in events] == [500] * 5 + [200]
+    assert len({e["idempotency_key"] for e in events}) == 1
+    assert held_products(env) == expected_products(env)
+
+
+def test_push_fails_at_once_on_a_400_and_keeps_the_watermark(env: SyncEnv) -> None:
+    env.receiver.add_fault(method="POST", path=protocol.EVENTS_PATH, action="status", status=400)
+    run = env.run("delta", PRODUCT)
+    assert run.state == "failed"
+    push = next(ti for ti in run.get_task_instances() if ti.task_id == "per_kind.push")
+    assert push.state == "failed"
+    assert push.try_number == 1  # retries=1 was not used
+    assert len(calls(env, protocol.EVENTS_PATH)) == 1
+    assert watermark(env) is None
+
+
+def test_a_delta_dry_run_pushes_nothing_and_moves_no_watermark(env: SyncEnv) -> None:
+    run = env.run("delta", {**PRODUCT, "dry_run": True})
+    assert run.state == "success", env.states(run)
+    assert calls(env, protocol.EVENTS_PATH) == []
+    assert watermark(env) is None
+
+
+def test_a_full_dry_run_sends_no_snapshot_and_moves_no_watermark(env: SyncEnv) -> None:
+    run = env.run("full", {**PRODUCT, "dry_run": True})
+    assert run.state == "success", env.states(run)
+    assert calls(env, protocol.INIT_PATH) == []
+    assert env.receiver.requests() == []
+    assert watermark(env) is None
+
+
+def test_since_resends_the_window_from_that_instant(env: SyncEnv) -> None:
+    """A change stamped a day ago is older than the normal window; `since` re-sends it."""
+    assert env.run("delta", PRODUCT).state == "success"
+    products = demo_shop.products
+    day_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
+    with env.engine.begin() as conn:
+        first = conn.execute(sa.select(sa.func.min(products.c.id))).scalar_one()
+        conn.execute(
+            products.update()
+            .where(products.c.id == first)
+            .values(name="Back-dated change", updated_at=day_ago)
+        )
+    env.wait_safety_lag()
+    assert env.run("delta", PRODUCT).state == "success"
+    assert held_products(env) != expected_products(env)  # the normal window missed it
+
+    since = (day_ago - dt.timedelta(hours=1)).replace(tzinfo=dt.UTC).isoformat()
+    run = env.run("delta", {**PRODUCT, "since": since})
+    assert run.state == "success", env.states(run)
+    assert held_products(env) == expected_products(env)
+
+
+def test_invalid_params_are_refused_before_any_task_runs(env: SyncEnv) -> None:
+    with pytest.raises(ParamValidationError, match="kinds"):
+        env.run("delta", {"kinds": ["no_such_kind"]})
+    assert env.receiver.requests() == []
+
+
+def test_an_unknown_key_fails_the_plan_at_once(env: SyncEnv) -> None:
+    run = env.run("delta", {"sincee": "2024-01-01T00:00:00Z"})
+    states = env.states(run)
+    assert run.state == "failed"
+    assert states["plan"] == "failed"
+    plan = next(ti for ti in run.get_task_instances() if ti.task_id == "plan")
+    assert plan.try_number == 1
+    assert env.receiver.requests() == []
+
+
+def _soft_delete_products(env: SyncEnv, share: float) -> None:
+    products = demo_shop.products
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with env.engine.begin() as conn:
+        ids = conn.execute(
+            sa.select(products.c.id).where(products.c.deleted_at.is_(None)).order_by(products.c.id)
+        ).scalars()
+        doomed = list(ids)
+        doomed = doomed[: int(len(doomed) * share)]
+        conn.execute(
+            products.update()
+            .where(products.c.id.in_(doomed))
+            .values(deleted_at=now, updated_at=now)
+        )
+
+
+def test_the_shrink_guard_refuses_a_snapshot_that_lost_most_of_a_kind(env: SyncEnv) -> None:
+    assert env.run("full", PRODUCT).state == "success"
+    before = held_products(env)
+    _soft_delete_products(env, 0.7)
+    run = env.run("full", PRODUCT)
+    states = env.states(run)
+    assert run.state == "failed"
+    assert states["guards"] == "failed"
+    assert states["init"] == "upstream_failed"
+    assert held_products(env) == before
+
+
+def test_force_sends_a_shrunk_snapshot(env: SyncEnv) -> None:
+    assert env.run("full", PRODUCT).state == "success"
+    _soft_delete_products(env, 0.7)
+    run = env.run("full", {**PRODUCT, "force": True})
+    assert run.state == "success", env.states(run)
+    assert held_products(env) == expected_products(env)
+
+
+def test_the_empty_snapshot_guard_refuses_even_with_force(env: SyncEnv) -> None:
+    _soft_delete_products(env, 1.0)
+    run = env.run("full", {**PRODUCT, "force": True})
+    assert run.state == "failed"
+    assert env.states(run)["guards"] == "failed"
+    assert calls(env, protocol.INIT_PATH) == []
+
+
+def _break_last_product(env: SyncEnv) -> int:
+    """An empty name: the row cannot map (the plan samples the first row, not this one)."""
+    products = demo_shop.products
+    with env.engine.begin() as conn:
+        last = conn.execute(sa.select(sa.func.max(products.c.id))).scalar_one()
+        conn.execute(products.update().where(products.c.id == last).values(name=""))
+    return last
+
+
+def test_mapping_failures_stop_a_full_before_it_can_delete_their_rows(env: SyncEnv) -> None:
+    assert env.run("full", PRODUCT).state == "success"
+    before = held_products(env)
+    _break_last_product(env)
+    receiver_calls = len(env.receiver.requests())
+    run = env.run("full", PRODUCT)
+    assert run.state == "failed"
+    assert env.states(run)["guards"] == "failed"
+    assert len(env.receiver.requests()) == receiver_calls  # no init, no finalize
+    assert held_products(env) == before
+
+
+def test_force_sends_a_snapshot_with_mapping_failures_and_dead_letters_them(
+    env: SyncEnv,
+) -> None:
+    last = _break_last_product(env)
+    run = env.run("full", {**PRODUCT, "force": True})
+    assert run.state == "success", env.states(run)
+    state = env.state()
+    try:
+        entries = state.dead_letter_list("voicebot_default")
+    finally:
+        state.dispose()
+    assert [e.external_id for e in entries] == [f"laravel:product:{last}"]
+
+
+def test_xcom_carries_no_payload_and_no_secret(env: SyncEnv) -> None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    run = env.run("delta", PRODUCT)
+    assert run.state == "success", env.states(run)
+    secret = json.loads(env.vars["AIRFLOW_CONN_VOICEBOT_DEFAULT"])["password"]
+    with create_session() as session:
+        values = [
+            json.dumps(x.value)
+            for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)
+        ]
+    assert values
+    text = "\n".join(values)
+    assert secret not in text
+    assert '"payload"' not in text
+    assert '"name"' not in text
