@@ -10,7 +10,6 @@ is 1 s (the demo map's 5 s would make every test wait).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -20,8 +19,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from catalog_sync import demo_shop, extract, protocol, staging
+from catalog_sync import demo_shop
 from catalog_sync.config import default_config_path, load_config
+from catalog_sync.demo import mapped_shop, sorted_lines
 from catalog_sync.source import create_source_engine
 
 PRODUCTS = 60
@@ -52,10 +52,6 @@ def fast_map(path: Path) -> Path:
     data["sync"]["safety_lag_seconds"] = SAFETY_LAG_S
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def sorted_lines(lines: Any) -> list[dict[str, Any]]:
-    return sorted(lines, key=lambda line: (line["kind"], line["external_id"]))
 
 
 @dataclasses.dataclass
@@ -102,20 +98,10 @@ class SyncEnv:
 
     def expected(self) -> list[dict[str, Any]]:
         """The mapped source, staged by the test itself (what the receiver should hold)."""
-        snapshot = extract.extract_snapshot(
-            self.engine,
-            load_config(),
-            run_key=f"expected-{time.monotonic_ns()}",
-            root=(self.tmp / "expected").as_uri(),
-        )
-        return sorted_lines(
-            protocol.loads(line)
-            for part in snapshot["parts"]
-            for line in staging.iter_lines(part["uri"])
-        )
+        return mapped_shop(self.engine, load_config(), (self.tmp / "expected").as_uri())
 
     def held(self) -> list[dict[str, Any]]:
-        return sorted_lines(self.receiver.dump())
+        return sorted_lines(iter(self.receiver.dump()))
 
     def wait_safety_lag(self) -> None:
         """Rows younger than the safety lag wait for the next window."""
@@ -146,52 +132,3 @@ def make_sync_env(
         monkeypatch.setenv(name, value)
     receiver.clear()  # the pairing calls are not the DAG's
     return env
-
-
-def change_rows(engine: sa.Engine) -> dict[str, int]:
-    """One insert, one update, one soft delete and one hard delete of products."""
-    products = demo_shop.products
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    with engine.begin() as conn:
-        live = products.c.deleted_at.is_(None)
-        ids = conn.execute(sa.select(products.c.id).where(live).order_by(products.c.id).limit(3))
-        updated, soft, hard = ids.scalars().all()
-        template = conn.execute(sa.select(products).where(products.c.id == updated)).one()
-        new_id = conn.execute(sa.select(sa.func.max(products.c.id))).scalar_one() + 1
-        conn.execute(
-            products.insert().values(
-                {
-                    **template._asdict(),
-                    "id": new_id,
-                    "uuid": f"00000000-0000-4000-8000-{new_id:012d}",
-                    "sku": f"TEST-NEW-{new_id}",
-                    "slug": f"test-new-product-{new_id}",
-                    "name": "Added after the snapshot",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        )
-        conn.execute(
-            products.update()
-            .where(products.c.id == updated)
-            .values(name="Renamed by the test", price="12.34", updated_at=now)
-        )
-        conn.execute(
-            products.update().where(products.c.id == soft).values(deleted_at=now, updated_at=now)
-        )
-        for table in demo_shop.metadata.sorted_tables:
-            if "product_id" in table.c and table is not products:
-                conn.execute(table.delete().where(table.c.product_id == hard))
-        conn.execute(products.delete().where(products.c.id == hard))
-    return {"inserted": new_id, "updated": updated, "soft_deleted": soft, "hard_deleted": hard}
-
-
-def belongs_to(line: dict[str, Any], product: str) -> bool:
-    """The product itself, its translations and its variations."""
-    external_id = line["external_id"]
-    return (
-        external_id == product
-        or external_id.startswith(f"{product}:")
-        or line["payload"].get("parent_external_id") == product
-    )

@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from catalog_sync import protocol
-from dag_support import SyncEnv, belongs_to, change_rows, make_sync_env
+from catalog_sync.demo_shop import belongs_to_product, change_some_products
+from dag_support import SyncEnv, make_sync_env
 
 BIN = Path(sys.executable).parent
 ARGS = ("sync", "--kinds", "product")
@@ -61,7 +62,7 @@ def test_killed_between_push_and_commit_then_rerun_loses_nothing(
     assert first.returncode == 0, first.stderr[-3000:]
     state = env.state()
     before = state.watermark("voicebot_default", "product")
-    changed = change_rows(env.engine)
+    changed = change_some_products(env.engine)
     env.wait_safety_lag()
     receiver.clear()
 
@@ -94,6 +95,6 @@ def test_killed_between_push_and_commit_then_rerun_loses_nothing(
     assert again.returncode == 0, again.stderr[-3000:]
     assert state.watermark("voicebot_default", "product") > before
     hard = f"laravel:product:{changed['hard_deleted']}"
-    held = [line for line in _products(env.held()) if not belongs_to(line, hard)]
+    held = [line for line in _products(env.held()) if not belongs_to_product(line, hard)]
     assert held == _products(env.expected())
     state.dispose()

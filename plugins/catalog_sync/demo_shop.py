@@ -19,7 +19,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -698,3 +698,56 @@ def _normal(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return value
+
+
+def change_some_products(engine: sa.Engine) -> dict[str, int]:
+    """One insert, one update, one soft delete and one hard delete of products.
+
+    What the demo and the end-to-end tests do between two syncs; returns the ids touched.
+    """
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        live = products.c.deleted_at.is_(None)
+        ids = conn.execute(sa.select(products.c.id).where(live).order_by(products.c.id).limit(3))
+        updated, soft, hard = ids.scalars().all()
+        template = conn.execute(sa.select(products).where(products.c.id == updated)).one()
+        new_id = conn.execute(sa.select(sa.func.max(products.c.id))).scalar_one() + 1
+        conn.execute(
+            products.insert().values(
+                {
+                    **template._asdict(),
+                    "id": new_id,
+                    "uuid": f"00000000-0000-4000-8000-{new_id:012d}",
+                    "sku": f"DEMO-NEW-{new_id}",
+                    "slug": f"demo-new-product-{new_id}",
+                    "name": "Demo product added after the snapshot",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        )
+        conn.execute(
+            products.update()
+            .where(products.c.id == updated)
+            .values(name="Renamed by the demo", price="12.34", updated_at=now)
+        )
+        conn.execute(
+            products.update().where(products.c.id == soft).values(deleted_at=now, updated_at=now)
+        )
+        for table in metadata.sorted_tables:
+            if "product_id" in table.c and table is not products:
+                conn.execute(table.delete().where(table.c.product_id == hard))
+        conn.execute(products.delete().where(products.c.id == hard))
+    return {"inserted": new_id, "updated": updated, "soft_deleted": soft, "hard_deleted": hard}
+
+
+def belongs_to_product(line: Mapping[str, Any], product: str | None) -> bool:
+    """True for a mapped line of `product` (external id): itself, translations, variations."""
+    if product is None:
+        return False
+    external_id = line["external_id"]
+    return (
+        external_id == product
+        or external_id.startswith(f"{product}:")
+        or line["payload"].get("parent_external_id") == product
+    )

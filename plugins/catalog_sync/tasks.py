@@ -494,5 +494,15 @@ def commit_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
                         max_attempts=settings.dead_letter_max_attempts,
                     )
                 status = "committed"
-            _ledger(state, item, status=status, extracted=count, dead_lettered=dead)
+            # finalize is all or nothing: once it answered, every line was applied.
+            accepted = 0 if snapshot["dry_run"] else count
+            extracted = count + failures["count"]
+            _ledger(
+                state,
+                item,
+                status=status,
+                extracted=extracted,
+                accepted=accepted,
+                dead_lettered=dead,
+            )
     return {"committed": not snapshot["dry_run"], "kinds": len(snapshot["lines"])}

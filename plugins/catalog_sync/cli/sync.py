@@ -44,57 +44,27 @@ def conf_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from catalog_sync import dag_factory, params
-    from catalog_sync.config import load_config
-    from catalog_sync.errors import ConfigurationError
+    from catalog_sync.runner import run_once
 
-    mode = params.FULL if args.full else params.DELTA
-    conf = conf_of(args)
-    # Fail before Airflow starts: the same checks the plan task makes.
-    params.check_conf(conf, mode=mode, kinds=list(load_config().kinds))
-
-    from airflow.exceptions import ParamValidationError
-
-    build = dag_factory.build_full_dag if args.full else dag_factory.build_delta_dag
-    dag = build(retries=0)
-    dag_factory.register(dag)
-    dag_factory.FAILURES.clear()
-    try:
-        run = dag.test(run_conf=conf)
-    except ParamValidationError as exc:
-        raise ConfigurationError(str(exc)) from None
-    lines = _ledger(run.run_id)
-    for line in lines:
+    outcome = run_once(full=args.full, conf=conf_of(args))
+    for line in outcome.ledger:
         print(
             f"{line.kind:<18}{line.status:>12}  extracted {line.extracted:>7}  "
             f"accepted {line.accepted:>7}  dead-lettered {line.dead_lettered:>5}"
         )
-    if run.state != "success":
-        config = [e for e in dag_factory.FAILURES if isinstance(e, ConfigurationError)]
-        failures = config or dag_factory.FAILURES
-        for exc in failures[:5]:
+    if not outcome.succeeded:
+        config = outcome.configuration_errors
+        for exc in (config or outcome.failures)[:5]:
             print(f"error: {exc}", file=sys.stderr)
         if config:
             return EXIT_CONFIG
-        print(f"error: the {dag.dag_id} run failed; try again later", file=sys.stderr)
+        print(f"error: the {outcome.dag_id} run failed; try again later", file=sys.stderr)
         return EXIT_TRANSIENT
-    dead = sum(line.dead_lettered for line in lines)
-    if dead:
+    if outcome.dead_lettered:
         print(
-            f"{dead} op(s) were dead-lettered; see `catalog-sync dead-letter list`",
+            f"{outcome.dead_lettered} op(s) were dead-lettered; "
+            "see `catalog-sync dead-letter list`",
             file=sys.stderr,
         )
         return EXIT_TRANSIENT
     return EXIT_OK
-
-
-def _ledger(run_id: str) -> list[Any]:
-    from catalog_sync.settings import load_settings
-    from catalog_sync.state import StateStore
-
-    state = StateStore.from_airflow()
-    try:
-        target = load_settings().target
-        return [e for e in state.ledger(target=target, limit=500) if e.run_id == run_id]
-    finally:
-        state.dispose()
