@@ -120,14 +120,7 @@ def make_sync_env(
     state_url = state_url or f"sqlite:///{tmp / 'state.sqlite'}"
     env = SyncEnv(receiver, source_url, state_url, tmp, engine)
     tenant = receiver.pair(site_url="")
-    pairing = {
-        "conn_type": "voicebot",
-        "host": tenant.ingest_url,
-        "login": tenant.tenant_id,
-        "password": tenant.secret_b64,
-        "extra": {"site_url": ""},
-    }
-    env.vars = {**env.env(), "AIRFLOW_CONN_VOICEBOT_DEFAULT": json.dumps(pairing)}
+    env.vars = {**env.env(), "AIRFLOW_CONN_VOICEBOT_DEFAULT": tenant.airflow_connection()}
     for name, value in env.vars.items():
         monkeypatch.setenv(name, value)
     receiver.clear()  # the pairing calls are not the DAG's

@@ -151,17 +151,10 @@ def cli_env(folder: Path, source_url: str, state_url: str, tenant: Tenant) -> di
     """The environment of a deployment: source, state, staging, map and the paired target."""
     from dag_support import conn_json
 
-    voicebot = {
-        "conn_type": "voicebot",
-        "host": tenant.ingest_url,
-        "login": tenant.tenant_id,
-        "password": tenant.secret_b64,
-        "extra": {"site_url": ""},
-    }
     return {
         "AIRFLOW_CONN_CATALOG_SOURCE": conn_json(source_url),
         "AIRFLOW_CONN_CATALOG_SYNC_STATE": conn_json(state_url),
-        f"AIRFLOW_CONN_{TARGET.upper()}": json.dumps(voicebot),
+        f"AIRFLOW_CONN_{TARGET.upper()}": tenant.airflow_connection(),
         "CATALOG_SYNC_TARGET": TARGET,
         "CATALOG_SYNC_STAGING": (folder / "staging").as_uri(),
         "CATALOG_SYNC_CONFIG": str(write_map(folder)),

@@ -162,6 +162,18 @@ class Tenant:
     def key(self) -> bytes:
         return protocol.decode_secret(self.secret_b64)
 
+    def airflow_connection(self) -> str:
+        """This tenant as an `AIRFLOW_CONN_*` value (JSON), as `catalog-sync pair` stores it."""
+        return json.dumps(
+            {
+                "conn_type": "voicebot",
+                "host": self.ingest_url,
+                "login": self.tenant_id,
+                "password": self.secret_b64,
+                "extra": {"site_url": ""},
+            }
+        )
+
     def headers(self, method: str, path: str, body: bytes = b"", **fixed: Any) -> dict[str, str]:
         """Signed headers; `timestamp=` / `nonce=` pin those values."""
         return protocol.signed_headers(
