@@ -69,20 +69,21 @@ def test_ensure_schema_from_two_processes_at_once(database_url: str) -> None:
 def test_upgrade_applies_new_migrations_once_in_order(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A v1 database meets a release with a v2 step: it runs once, then never again."""
+    """A database at the latest version meets a release with one more step: it runs once."""
     calls: list[int] = []
+    current = state.latest_version()
 
     def add_note(conn: sa.Connection) -> None:
-        calls.append(2)
+        calls.append(current + 1)
         conn.execute(sa.text("ALTER TABLE sync_state ADD COLUMN note VARCHAR(20)"))
 
-    upgraded = [*state.MIGRATIONS, state.Migration(2, "sync_state.note", add_note)]
+    upgraded = [*state.MIGRATIONS, state.Migration(current + 1, "sync_state.note", add_note)]
     monkeypatch.setattr(state, "MIGRATIONS", upgraded)
     newer = StateStore(store.engine)
     newer.ensure_schema()
     newer.ensure_schema()
-    assert calls == [2]
-    assert _version_rows(store) == [1, 2]
+    assert calls == [current + 1]
+    assert _version_rows(store) == [current, current + 1]
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("sync_state")}
     assert "note" in columns
 

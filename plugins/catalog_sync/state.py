@@ -1,4 +1,4 @@
-"""The state database: watermarks, the dead letter, the run ledger and the target lock.
+"""The state database: watermarks, pending windows, the dead letter, the run ledger, the lock.
 
 It lives in the database of the Airflow connection `catalog_sync_state` (default: a
 SQLite file under `AIRFLOW_HOME`), never in Airflow's metadata database, so upgrading or
@@ -201,6 +201,20 @@ target_lock = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
+#: A delta window whose batches were (being) sent but not committed: the next run re-sends
+#: the same staged batches (same batch ids: the receiver replays them, applies nothing)
+#: instead of planning a new window whose new batch ids would apply the ops a second time.
+pending_windows = sa.Table(
+    "pending_windows",
+    metadata,
+    sa.Column("target", byte_text(_ID_LENGTH), primary_key=True),
+    sa.Column("kind", byte_text(_KIND_LENGTH), primary_key=True),
+    sa.Column("run_key", byte_text(_ID_LENGTH), nullable=False),
+    # The plan item needed to resume (window, expected_low, commit, manifest with URIs).
+    sa.Column("item", _long_text(), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -219,8 +233,15 @@ def _initial(conn: sa.Connection) -> None:
     metadata.create_all(conn)
 
 
+def _add_pending_windows(conn: sa.Connection) -> None:
+    pending_windows.create(conn, checkfirst=True)
+
+
 #: Ordered; append new steps, never edit or reorder released ones.
-MIGRATIONS: list[Migration] = [Migration(1, "initial schema", _initial)]
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial schema", _initial),
+    Migration(2, "pending_windows (resume a crashed delta window)", _add_pending_windows),
+]
 
 
 def latest_version() -> int:
@@ -570,13 +591,21 @@ class StateStore:
             ).scalar()
 
     def advance_watermark(
-        self, target: str, kind: str, high: dt.datetime, *, expected_low: dt.datetime | None
+        self,
+        target: str,
+        kind: str,
+        high: dt.datetime,
+        *,
+        expected_low: dt.datetime | None,
+        clear_pending: str | None = None,
     ) -> None:
         """Commit a window: watermark `expected_low` -> `high`, or refuse.
 
         Compare-and-set in one UPDATE, so two runs that planned from the same watermark
         cannot both commit (crossing windows). A retried commit that already happened
-        (the stored value is `high`) is a no-op.
+        (the stored value is `high`) is a no-op. `clear_pending` (a run key) deletes that
+        run's pending window in the same transaction, so a committed window is never
+        resumed; also when the commit was a no-op because it had already happened.
         """
         _check_key(target, "target", _ID_LENGTH)
         _check_key(kind, "kind", _KIND_LENGTH)
@@ -601,6 +630,8 @@ class StateStore:
                 .where(sync_state.c.target == target, sync_state.c.kind == kind, matches)
                 .values(watermark=high, updated_at=now)
             ).rowcount
+            if moved:
+                self._delete_pending(conn, target, kind, clear_pending)
         if moved:
             return
         if expected_low is None:
@@ -611,11 +642,14 @@ class StateStore:
                             target=target, kind=kind, watermark=high, updated_at=now
                         )
                     )
+                    self._delete_pending(conn, target, kind, clear_pending)
                 return
             except sa.exc.IntegrityError:
                 pass  # a row appeared: compare below
         stored = self.watermark(target, kind)
         if stored == high:
+            if clear_pending is not None:
+                self.clear_pending_window(target, kind, clear_pending)
             return
         planned = "none" if expected_low is None else expected_low.isoformat()
         found = "none" if stored is None else stored.isoformat()
@@ -623,6 +657,62 @@ class StateStore:
             f"the watermark of {target}/{kind} is {found}, not {planned} as this run planned: "
             f"another run committed in between, so this window (up to {high.isoformat()}) is "
             "not committed; the next run re-sends from the stored watermark"
+        )
+
+    # --- pending windows -------------------------------------------------------------
+
+    def pending_window(self, target: str, kind: str) -> dict[str, Any] | None:
+        """The kind's pushed but uncommitted window (its plan item, `run_key` set), or None."""
+        self._require_schema()
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(pending_windows.c.run_key, pending_windows.c.item).where(
+                    pending_windows.c.target == target, pending_windows.c.kind == kind
+                )
+            ).first()
+        if row is None:
+            return None
+        return {**orjson.loads(row.item), "run_key": row.run_key}
+
+    def set_pending_window(self, target: str, kind: str, item: Mapping[str, Any]) -> None:
+        """Remember a window before its first batch is sent (replaces an older record).
+
+        `item["run_key"]` is the run that staged the batches; the rest (window,
+        expected_low, commit, manifest) is what the next run needs to re-send them.
+        """
+        _check_key(target, "target", _ID_LENGTH)
+        _check_key(kind, "kind", _KIND_LENGTH)
+        run_key = item.get("run_key")
+        _check_key(run_key, "item['run_key']", _ID_LENGTH)
+        self._require_schema()
+        text = protocol.dumps(dict(item)).decode("utf-8")
+        self._upsert(
+            pending_windows,
+            {"target": target, "kind": kind},
+            {"run_key": run_key, "item": text, "created_at": _now()},
+        )
+
+    def clear_pending_window(self, target: str, kind: str, run_key: str) -> bool:
+        """Forget `run_key`'s pending window (committed or given up); False if it had none.
+
+        Keyed by run too, so a run never clears a newer run's record.
+        """
+        self._require_schema()
+        with self._begin() as conn:
+            return self._delete_pending(conn, target, kind, run_key)
+
+    @staticmethod
+    def _delete_pending(conn: sa.Connection, target: str, kind: str, run_key: str | None) -> bool:
+        if run_key is None:
+            return False
+        return bool(
+            conn.execute(
+                sa.delete(pending_windows).where(
+                    pending_windows.c.target == target,
+                    pending_windows.c.kind == kind,
+                    pending_windows.c.run_key == run_key,
+                )
+            ).rowcount
         )
 
     def set_snapshot(self, target: str, kind: str, point: dt.datetime, count: int) -> None:

@@ -9,7 +9,9 @@ ConfigurationError into Airflow's fail-fast exception.
 Order of effects, so that a crash anywhere loses nothing and applies nothing twice:
 extract stages batches (deterministic batch ids) -> push sends the staged bytes (the
 receiver replays a batch id it already applied) -> commit moves the watermark with a
-compare-and-set. A crash before commit re-sends the same window in the next run.
+compare-and-set. Push records the window as pending (state database) before its first
+batch; a crash before commit leaves that record, and the next run resumes it: the same
+window and the same staged batches (same batch ids, answered as replays), then commits.
 
 The target lock (state database) is held from the first push (delta) or `init` (full)
 until `report`, so a delta and a full of the same target never interleave their push
@@ -142,6 +144,64 @@ def _log_samples(kind: str, lines: Iterator[bytes]) -> None:
 # --- delta --------------------------------------------------------------------------------
 
 
+def _staged_by(item: Mapping[str, Any]) -> str:
+    """The run key whose staged batches this item sends (a resumed window's: the crashed run's)."""
+    return item.get("staged_by") or item["run_key"]
+
+
+def _pending_record(item: Mapping[str, Any]) -> dict[str, Any]:
+    """What the state keeps to resume the item's window (small: URIs and counts)."""
+    return {
+        "run_key": _staged_by(item),
+        "window": item["window"],
+        "expected_low": item["expected_low"],
+        "commit": item["commit"],
+        "manifest": item["manifest"],
+    }
+
+
+def _staged_file_exists(uri: str) -> bool:
+    try:
+        with staging.open_uri(uri, "rb"):
+            return True
+    except CatalogSyncError:
+        return False
+
+
+def _resume(
+    state: Any, target: str, kind: str, stored: dt.datetime | None
+) -> dict[str, Any] | None:
+    """The kind's pending window if it can be re-sent as staged, else None (record cleared).
+
+    Usable only while the watermark is still the window's low (else a full or a `since`
+    run moved it: the window is superseded) and its batch file still exists (else plan a
+    fresh window from the unmoved watermark: nothing is lost, its ops are sent again).
+    """
+    pending = state.pending_window(target, kind)
+    if pending is None:
+        return None
+    staged_by = pending["run_key"]
+    if _aware(pending["expected_low"]) != stored:
+        log.warning(
+            "pending window of %s from run %s is superseded (the watermark moved since); "
+            "planning a fresh window",
+            kind,
+            staged_by,
+        )
+    elif not _staged_file_exists(pending["manifest"]["uri"]):
+        log.warning(
+            "pending window of %s from run %s cannot be resumed: its staged batches %s are "
+            "gone; planning a fresh window from the unmoved watermark (its ops are sent again)",
+            kind,
+            staged_by,
+            pending["manifest"]["uri"],
+        )
+    else:
+        return pending
+    state.clear_pending_window(target, kind, staged_by)
+    return None
+
+
 def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """Validate the run, check the map against the live database, fix one window per kind."""
     settings = load_settings()
@@ -155,6 +215,25 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
         with engine.connect() as conn:
             for kind in run.kinds:
                 stored = state.watermark(settings.target, kind)
+                # A `since` run or a dry run leaves a pending window alone (and keeps it).
+                resumable = run.since is None and not run.dry_run
+                pending = _resume(state, settings.target, kind, stored) if resumable else None
+                if pending is not None:
+                    items.append(
+                        {
+                            **identity,
+                            "kind": kind,
+                            "dry_run": False,
+                            "window": pending["window"],
+                            "expected_low": pending["expected_low"],
+                            "commit": pending["commit"],
+                            "manifest": pending["manifest"],
+                            "resumable": True,
+                            "resumed": True,
+                            "staged_by": pending["run_key"],
+                        }
+                    )
+                    continue
                 window = extract.plan_window(conn, stored, catalog.sync)
                 commit = True
                 if run.since is not None:
@@ -170,23 +249,35 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
                         "window": window.to_dict(),
                         "expected_low": None if stored is None else stored.isoformat(),
                         "commit": commit,
+                        "resumable": resumable,
                     }
                 )
             conn.rollback()
     for item in items:
+        if item.get("resumed"):
+            note = f" (resumed: re-sending the batches staged by run {item['staged_by']})"
+        else:
+            note = "" if item["commit"] else " (since: the watermark will not move)"
         log.info(
             "plan %s: window %s .. %s%s",
             item["kind"],
             item["window"]["low"] or "(first run)",
             item["window"]["high"],
-            "" if item["commit"] else " (since: the watermark will not move)",
+            note,
         )
     return items
 
 
 def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Stage the kind's dead-letter redrive, then its window's changes, as events bodies."""
+    """Stage the kind's dead-letter redrive, then its window's changes, as events bodies.
+
+    A resumed window is already staged: its batches are re-sent as they are (same ids).
+    """
     from catalog_sync import mapping
+
+    if item.get("resumed"):
+        log.info("resumed %s: sending the staged %s as is", item["kind"], item["manifest"]["uri"])
+        return dict(item)
 
     catalog = _catalog()
     kind, target = item["kind"], item["target"]
@@ -231,6 +322,9 @@ def push_delta(item: Mapping[str, Any]) -> dict[str, Any]:
     with _state() as state:
         try:
             _hold_lock(state, item, settings)
+            if item["commit"] and item.get("resumable"):
+                # Before the first batch: a crash from here on is resumed, not re-planned.
+                state.set_pending_window(item["target"], kind, _pending_record(item))
             tally = delivery.deliver_batches(
                 _hook(item["target"]),
                 state,
@@ -272,18 +366,22 @@ def commit_delta(item: Mapping[str, Any]) -> dict[str, Any]:
             status = "sent_since"
         else:
             _hold_lock(state, item, load_settings())
+            pending = _staged_by(item) if item.get("resumable") else None
             try:
                 state.advance_watermark(
                     item["target"],
                     item["kind"],
                     _aware(item["window"]["high"]),
                     expected_low=_aware(item["expected_low"]),
+                    clear_pending=pending,
                 )
                 status = "committed"
             except WatermarkConflict as exc:
                 # Another run (a full) moved the watermark: the next delta re-sends from there.
                 log.warning("%s", exc)
                 status = "superseded"
+                if pending is not None:
+                    state.clear_pending_window(item["target"], item["kind"], pending)
         _ledger(state, item, status=status, **counts)
     return {"kind": item["kind"], "status": status, **counts}
 
