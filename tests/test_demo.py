@@ -47,3 +47,22 @@ def test_the_demo_prints_and_logs_no_shared_secret(demo) -> None:
         secret = base64.b64encode(bytes(key)).decode()
         assert secret not in done.stdout + done.stderr
         assert secret not in receiver_log
+
+
+def test_the_demo_pairs_with_any_backend_given_its_url_and_a_code(receiver, tmp_path: Path) -> None:
+    workdir = tmp_path / "remote"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "catalog_sync.cli", "demo", "--workdir", str(workdir)),
+            *("--base-url", receiver.base_url, "--pair-code", receiver.issue_code()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (workdir / "receiver").exists()  # no local receiver was started
+    assert "checks need the local receiver; skipped" in done.stdout
+    products = [line for line in receiver.dump() if line["kind"] == "product"]
+    assert any(line["payload"]["name"] == "Renamed by the demo" for line in products)

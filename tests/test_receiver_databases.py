@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import time
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from catalog_sync import protocol
+from catalog_sync.receiver.store import ReceiverStore, pair_codes
 
 
 def test_core_flow_lands_the_catalog(make_receiver, database_url: str) -> None:
@@ -76,3 +79,17 @@ def test_concurrent_requests_with_one_nonce_pass_once_on_postgres(
         )
     assert sorted(a.status_code for a in answers) == [200] + [401] * 5
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 401} == {"nonce_replay"}
+
+
+def test_stored_times_keep_their_precision(database_url: str) -> None:
+    """Epoch seconds survive the round trip (MySQL's FLOAT would round them to ~1e3 s)."""
+    store = ReceiverStore(database_url)
+    before = time.time()
+    code = store.issue_pair_code("http://127.0.0.1:1", ttl=900)
+    after = time.time()
+    with store.engine.connect() as conn:
+        expires = conn.execute(
+            sa.select(pair_codes.c.expires_at).where(pair_codes.c.code == code)
+        ).scalar_one()
+    store.dispose()
+    assert before + 900 <= expires <= after + 900

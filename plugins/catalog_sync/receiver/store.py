@@ -49,9 +49,9 @@ pair_codes = sa.Table(
     metadata,
     sa.Column("code", byte_text(16), primary_key=True),
     sa.Column("ingest_url", sa.String(2048), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("used_at", sa.Float),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("used_at", sa.Double),
     sa.Column("tenant_id", byte_text(64)),
 )
 
@@ -66,8 +66,8 @@ tenants = sa.Table(
     sa.Column("plugin_version", sa.Text, nullable=False),
     sa.Column("metadata_json", sa.Text, nullable=False),
     sa.Column("paired", sa.Boolean, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("unpaired_at", sa.Float),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("unpaired_at", sa.Double),
 )
 
 nonces = sa.Table(
@@ -75,7 +75,7 @@ nonces = sa.Table(
     metadata,
     sa.Column("tenant_id", byte_text(64), primary_key=True),
     sa.Column("nonce", byte_text(32), primary_key=True),
-    sa.Column("seen_at", sa.Float, nullable=False, index=True),
+    sa.Column("seen_at", sa.Double, nullable=False, index=True),
 )
 
 syncs = sa.Table(
@@ -87,12 +87,12 @@ syncs = sa.Table(
     sa.Column("site_url", sa.Text),
     # sha256 of the upload token: the database never holds a usable upload URL.
     sa.Column("token_sha256", byte_text(64), nullable=False, unique=True),
-    sa.Column("upload_expires_at", sa.Float, nullable=False),
+    sa.Column("upload_expires_at", sa.Double, nullable=False),
     # pending -> receiving -> uploaded; a failed upload goes back to pending.
     sa.Column("upload_state", sa.String(16), nullable=False),
     sa.Column("upload_bytes", sa.BigInteger),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("finalized_at", sa.Float),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("finalized_at", sa.Double),
 )
 
 idempotency = sa.Table(
@@ -102,7 +102,7 @@ idempotency = sa.Table(
     sa.Column("endpoint", sa.String(16), primary_key=True),
     sa.Column("idempotency_key", byte_text(255), primary_key=True),
     sa.Column("response", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
 )
 
 entities = sa.Table(
@@ -115,7 +115,7 @@ entities = sa.Table(
     sa.Column("lang", sa.String(validate.MAX_LANG)),
     sa.Column("translation_of", sa.String(validate.MAX_EXTERNAL_ID)),
     sa.Column("deleted", sa.Boolean, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
     # The snapshot that last wrote the row: the tombstone pass deletes the others.
     sa.Column("sync_id", sa.String(32)),
 )
