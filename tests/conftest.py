@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from catalog_sync.state import StateStore
+
 pytest_plugins = ["receiver_harness"]
 
 # Airflow reads AIRFLOW_HOME when first imported: point it at a scratch folder before
@@ -122,3 +124,12 @@ def run_cli(airflow_env: dict[str, str]):
         )
 
     return run
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[StateStore]:
+    """A sync state store with its schema, on each supported database."""
+    store = StateStore(database_url)
+    store.ensure_schema()
+    yield store
+    store.dispose()

@@ -125,3 +125,18 @@ def make_sync_env(
         monkeypatch.setenv(name, value)
     receiver.clear()  # the pairing calls are not the DAG's
     return env
+
+
+def blank_a_product_name(engine: sa.Engine) -> str:
+    """Empty the required name of one live product; returns its external id.
+
+    Not the first live row: that one is the map check's sample, where an empty required
+    key reads as a broken map (exit 2) rather than one bad row.
+    """
+    products = demo_shop.products
+    with engine.begin() as conn:
+        bad = conn.execute(
+            sa.select(sa.func.max(products.c.id)).where(products.c.deleted_at.is_(None))
+        ).scalar_one()
+        conn.execute(products.update().where(products.c.id == bad).values(name=""))
+    return f"laravel:product:{bad}"

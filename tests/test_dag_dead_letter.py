@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from catalog_sync import demo_shop
-from dag_support import make_sync_env
+from dag_support import blank_a_product_name, make_sync_env
 
 
 @pytest.mark.slow
@@ -16,14 +15,7 @@ def test_one_bad_row_is_dead_lettered_the_rest_applied_and_the_fix_redriven(
     receiver, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env
 ) -> None:
     env = make_sync_env(receiver, database_url, tmp_path, monkeypatch)
-    products = demo_shop.products
-    with env.engine.begin() as conn:
-        # Not the first live row: that one is the map check's sample (a broken map, exit 2).
-        bad = conn.execute(
-            sa.select(sa.func.max(products.c.id)).where(products.c.deleted_at.is_(None))
-        ).scalar_one()
-        conn.execute(products.update().where(products.c.id == bad).values(name=""))
-    bad_id = f"laravel:product:{bad}"
+    bad_id = blank_a_product_name(env.engine)
 
     first = env.run("delta", {"kinds": ["product"]})
     assert first.state == "success", env.states(first)
@@ -36,8 +28,10 @@ def test_one_bad_row_is_dead_lettered_the_rest_applied_and_the_fix_redriven(
     assert held == expected - {bad_id}  # every other product arrived
 
     # Fixed without touching updated_at: only the redrive (not the window) can deliver it.
+    products = demo_shop.products
     with env.engine.begin() as conn:
-        conn.execute(products.update().where(products.c.id == bad).values(name="Fixed"))
+        row = products.c.id == int(bad_id.rsplit(":", 1)[1])
+        conn.execute(products.update().where(row).values(name="Fixed"))
     second = env.run("delta", {"kinds": ["product"]})
     assert second.state == "success", env.states(second)
     assert state.dead_letter_pending("voicebot_default", "product", include_exhausted=True) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -17,14 +16,6 @@ TARGET = "voicebot_default"
 T0 = dt.datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=15, microseconds=1)
 T2 = T1 + dt.timedelta(minutes=15, microseconds=1)
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[StateStore]:
-    store = StateStore(database_url)
-    store.ensure_schema()
-    yield store
-    store.dispose()
 
 
 def _version_rows(store: StateStore) -> list[int]:

@@ -17,14 +17,6 @@ from catalog_sync.state import StateStore
 TARGET = "voicebot_default"
 
 
-@pytest.fixture
-def store(database_url: str) -> Iterator[StateStore]:
-    store = StateStore(database_url)
-    store.ensure_schema()
-    yield store
-    store.dispose()
-
-
 class _WaitSignal(logging.Handler):
     """Sets an event when the lock reports that it waits (the second holder really polled)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,6 @@ def _item(run_key: str, low: dt.datetime | None, high: dt.datetime) -> dict:
             "failures": {"count": 0, "uri": "file:///staging/x/product.failures.ndjson.gz"},
         },
     }
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[StateStore]:
-    store = StateStore(database_url)
-    store.ensure_schema()
-    yield store
-    store.dispose()
 
 
 def test_pending_window_round_trip_and_replace(store: StateStore) -> None:

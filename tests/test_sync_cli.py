@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from catalog_sync import demo_shop, protocol
-from dag_support import SyncEnv, make_sync_env
+from catalog_sync import protocol
+from dag_support import SyncEnv, blank_a_product_name, make_sync_env
 
 
 @pytest.fixture
@@ -54,17 +53,10 @@ def test_sync_exits_2_on_a_configuration_error_in_a_task(env: SyncEnv, run_cli) 
 
 
 def test_sync_exits_1_when_ops_were_dead_lettered(env: SyncEnv, run_cli) -> None:
-    # Not the first live row: that one is the map check's sample, where an empty required
-    # key reads as a broken map (exit 2) rather than one bad row.
-    products = demo_shop.products
-    with env.engine.begin() as conn:
-        broken = conn.execute(
-            sa.select(sa.func.max(products.c.id)).where(products.c.deleted_at.is_(None))
-        ).scalar_one()
-        conn.execute(products.update().where(products.c.id == broken).values(name=""))
+    broken = blank_a_product_name(env.engine)
     done = run_cli("sync", "--kinds", "product", env=env.vars)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "dead-lettered" in done.stderr
     assert "committed" in done.stdout  # the window still moved: the op waits in the dead letter
     listed = run_cli("dead-letter", "list", env=env.vars)
-    assert f"laravel:product:{broken}" in listed.stdout
+    assert broken in listed.stdout
