@@ -22,8 +22,11 @@ PACKAGE = REPO / "plugins" / "catalog_sync"
 DOCS = REPO / "docs"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
 
-#: Exceptions whose first argument is a message a person reads.
-MESSAGE_CLASSES = frozenset({"ConfigurationError", "TransientError", "ProtocolError", "RunFailed"})
+#: Exceptions whose first argument is a message a person reads (`DataError`: why one row
+#: cannot be mapped, shown by `dead-letter list` and in the full's failure files).
+MESSAGE_CLASSES = frozenset(
+    {"ConfigurationError", "TransientError", "ProtocolError", "RunFailed", "DataError"}
+)
 #: Receiver refusals, `(status, code, message)` or `(code, message)`: code and message.
 RECEIVER_ERRORS = {"ReceiverError": (1, 2), "_error": (1, 2), "Problem": (0, 1)}
 #: The entity map's `error(key_path, problem, fix)`: the problem is the message (the fix is
@@ -348,6 +351,12 @@ def _runs(cron: str, start: str, count: int) -> list[str]:
                 "2026-10-25T03:30:00+02:00",
             ],
             id="fall-back: an interval cron keeps its pace through the repeated hour",
+        ),
+        pytest.param(
+            "*/30 * * * *",
+            "2026-03-29T00:10:00Z",
+            ["2026-03-29T02:30:00+02:00", "2026-03-29T04:00:00+03:00"],
+            id="spring-forward: an interval cron skips the missing hour, no gap opens",
         ),
     ],
 )
