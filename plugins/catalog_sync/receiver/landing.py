@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import inspect
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -31,6 +32,8 @@ from catalog_sync import protocol, values
 from catalog_sync.config import PAYLOAD_PREFIX, _Validator, did_you_mean, read_yaml, resolve_dotted
 from catalog_sync.db import byte_text
 from catalog_sync.receiver import validate
+
+log = logging.getLogger("catalog_sync.receiver")
 
 BUILT_IN = "columns"
 POLICIES = ("update", "skip", "error")
@@ -137,6 +140,23 @@ class Landing:
             handler.upsert(conn, entity.kind, entity.external_id, entity.payload)
         return LANDED
 
+    def _apply_or_refuse(self, conn: Connection, entity: validate.Entity) -> str:
+        """`apply`, with the target database's refusal of a row (a unique clash, a value
+        too long) as a `Rejected` too: the op is at fault, retrying cannot help."""
+        try:
+            return self.apply(conn, entity)
+        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            raise Rejected(
+                f"the target database refused the row: {exc.orig}", "landing_failed"
+            ) from None
+
+    def _snapshot_apply(self, conn: Connection, entity: validate.Entity) -> str:
+        """`apply` for a snapshot: a refusal names the record and fails the whole finalize."""
+        try:
+            return self._apply_or_refuse(conn, entity)
+        except Rejected as exc:
+            raise Rejected(f"{entity.external_id}: {exc.message}", exc.code) from None
+
     def land_events(self, conn: Connection, ops: Iterable[tuple[int, validate.Entity]]) -> Report:
         """Land a batch's final ops one by one, each in a savepoint.
 
@@ -148,19 +168,22 @@ class Landing:
             if self.handles(entity):
                 try:
                     with conn.begin_nested():
-                        outcome = self.apply(conn, entity)
+                        outcome = self._apply_or_refuse(conn, entity)
                 except Rejected as exc:
                     report.errors.append(_outcome(index, entity, exc.code, exc.message))
-                    report.rejected.add((entity.kind, entity.external_id))
-                    continue
-                except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-                    message = f"the target database refused the row: {exc.orig}"
-                    report.errors.append(_outcome(index, entity, "landing_failed", message))
                     report.rejected.add((entity.kind, entity.external_id))
                     continue
                 if outcome == SKIPPED:
                     message = "kept the locally changed target row (conflict policy 'skip')"
                     report.skipped.append(_outcome(index, entity, "landing_skipped", message))
+        for what, items in (
+            ("skipped (target row changed locally)", report.skipped),
+            ("refused", report.errors),
+        ):
+            if items:
+                ids = ", ".join(item["external_id"] for item in items[:5])
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                log.warning("landing %s: %d op(s), %s%s", what, len(items), ids, more)
         return report
 
     def land_snapshot(
@@ -169,7 +192,7 @@ class Landing:
         """Land snapshot lines as they stream past; counts go to `summary` per kind."""
         for entity in entities:
             if self.handles(entity):
-                _count(summary, entity.kind, self.apply(conn, entity))
+                _count(summary, entity.kind, self._snapshot_apply(conn, entity))
             yield entity
 
     def land_tombstones(
@@ -178,7 +201,7 @@ class Landing:
         """Delete (or soft-delete) the targets of records the snapshot no longer holds."""
         for kind, external_id in gone:
             entity = validate.Entity(kind, external_id, None, None, None)
-            outcome = self.apply(conn, entity)
+            outcome = self._snapshot_apply(conn, entity)
             _count(summary, kind, "deleted" if outcome == LANDED else SKIPPED)
 
 
