@@ -222,6 +222,16 @@ def test_a_rejected_op_is_dead_lettered_by_the_sender(world, sqlite_url: str, tm
 # --- atomicity ---------------------------------------------------------------------------------
 
 
+def test_a_row_the_target_database_refuses_is_a_per_op_error(world, policy_url: str) -> None:
+    """A unique clash (two records claim the same local id) must not fail the whole batch."""
+    columns = {"title": "payload.name", "id": {"from": "payload.local_id", "type": "integer"}}
+    w = world(policy_url, columns=columns)
+    answer = events(w, "b1", product("u-1", "A", local_id=7), product("u-2", "B", local_id=7))
+    assert [(e["index"], e["code"]) for e in answer["errors"]] == [(1, "landing_failed")]
+    assert list(target_rows(w.target)) == ["u-1"]
+    assert [e["external_id"] for e in w.tenant.entities()] == ["shop:product:u-1"]
+
+
 def test_a_replayed_batch_lands_nothing_twice(world, sqlite_url: str) -> None:
     w = world(sqlite_url, conflict="update")
     ops = [product("u-1", "A")]
