@@ -145,6 +145,16 @@ def _json_text(value: Any) -> str:
     return protocol.dumps(value).decode("utf-8")
 
 
+def _dropped_by(tenant_id: str, kinds: list[str], sync_id: str) -> list[Any]:
+    """Live entities of `kinds` that snapshot `sync_id` did not write: its tombstones."""
+    return [
+        entities.c.tenant_id == tenant_id,
+        entities.c.kind.in_(kinds),
+        entities.c.deleted.is_(False),
+        sa.or_(entities.c.sync_id.is_(None), entities.c.sync_id != sync_id),
+    ]
+
+
 class ReceiverStore:
     """All database work of the receiver; safe to share between threads."""
 
@@ -660,12 +670,7 @@ class ReceiverStore:
                     response["landing"] = landed
                 deleted = conn.execute(
                     entities.update()
-                    .where(
-                        entities.c.tenant_id == tenant_id,
-                        entities.c.kind.in_(list(expected)),
-                        entities.c.deleted.is_(False),
-                        sa.or_(entities.c.sync_id.is_(None), entities.c.sync_id != sync_id),
-                    )
+                    .where(*_dropped_by(tenant_id, list(expected), sync_id))
                     .values(deleted=True, updated_at=time.time())
                 ).rowcount
                 response.update(deleted=deleted, counts=counts, idempotent_replay=False)
@@ -681,7 +686,12 @@ class ReceiverStore:
         return response
 
     def _land_tombstones(
-        self, conn: Connection, tenant_id: str, sync_id: str, kinds: list[str], summary: dict
+        self,
+        conn: Connection,
+        tenant_id: str,
+        sync_id: str,
+        kinds: list[str],
+        summary: dict[str, Any],
     ) -> None:
         """Hand the records this snapshot drops to their handlers (before they are marked)."""
         assert self.landing is not None
@@ -689,11 +699,7 @@ class ReceiverStore:
         if not landed_kinds:
             return
         query = sa.select(entities.c.kind, entities.c.external_id).where(
-            entities.c.tenant_id == tenant_id,
-            entities.c.kind.in_(landed_kinds),
-            entities.c.deleted.is_(False),
-            entities.c.translation_of.is_(None),
-            sa.or_(entities.c.sync_id.is_(None), entities.c.sync_id != sync_id),
+            *_dropped_by(tenant_id, landed_kinds, sync_id), entities.c.translation_of.is_(None)
         )
         gone = landing_mod.tombstone_pages(conn, query, entities.c.kind, entities.c.external_id)
         self.landing.land_tombstones(conn, gone, summary)
