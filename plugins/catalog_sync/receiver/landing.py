@@ -290,13 +290,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _update_or_insert(
-    conn: Connection, table: sa.Table, where: Mapping[str, Any], row: Mapping[str, Any]
-) -> None:
-    """UPDATE the row matched by `where`, INSERT it when none matched (any dialect)."""
-    match = [table.c[name] == value for name, value in where.items()]
-    if conn.execute(table.update().where(*match).values(**row)).rowcount == 0:
-        conn.execute(table.insert().values(**where, **row))
+class _Upsert:
+    """UPDATE by key, INSERT when no row matched: portable (no unique index needed by the
+    statement), built once with bind parameters so each row only binds values."""
+
+    def __init__(self, table: sa.Table, keys: list[str], columns: list[str]) -> None:
+        self.keys = keys
+        match = [table.c[name] == sa.bindparam(f"b_{name}") for name in keys]
+        self.update = table.update().where(*match).values({c: sa.bindparam(c) for c in columns})
+        self.insert = table.insert().values(
+            {**{k: sa.bindparam(f"b_{k}") for k in keys}, **{c: sa.bindparam(c) for c in columns}}
+        )
+
+    def __call__(self, conn: Connection, where: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+        params = {**{f"b_{k}": where[k] for k in self.keys}, **row}
+        if conn.execute(self.update, params).rowcount == 0:
+            conn.execute(self.insert, params)
+
+
+_remember = _Upsert(landed, ["kind", "external_id"], ["fingerprint", "landed_at"])
+_landed_match = (
+    landed.c.kind == sa.bindparam("b_kind"),
+    landed.c.external_id == sa.bindparam("b_external_id"),
+)
+_remembered = sa.select(landed.c.fingerprint).where(*_landed_match)
+_forget = landed.delete().where(*_landed_match)
 
 
 class ColumnsHandler:
@@ -315,7 +333,18 @@ class ColumnsHandler:
         self.key_from = key_from
         self.columns = columns
         self.deleted = table.c[deleted_column] if deleted_column else None
-        self._select = sa.select(*(table.c[c.name] for c in columns))
+        match = self.key == sa.bindparam("b_key")
+        self._current = sa.select(*(table.c[c.name] for c in columns)).where(match)
+        written = [c.name for c in columns] + ([deleted_column] if deleted_column else [])
+        self._upsert = _Upsert(table, [key], written)
+        self._delete = table.delete().where(match)
+        self._soft_delete: Any = None
+        if self.deleted is not None:
+            mark = sa.bindparam("b_mark")
+            if isinstance(self.deleted.type, sa.DateTime):
+                # The first delete's time stays: a repeated delete does not move it.
+                match = sa.and_(match, self.deleted.is_(None))
+            self._soft_delete = table.update().where(match).values({self.deleted.name: mark})
 
     def key_value(self, external_id: str) -> str:
         """The id part of `producer:kind:id` (or the whole external id)."""
@@ -344,51 +373,41 @@ class ColumnsHandler:
                 )
         return row
 
-    def _current(self, conn: Connection, external_id: str) -> Any:
-        return conn.execute(self._select.where(self.key == self.key_value(external_id))).first()
-
-    def _remembered(self, conn: Connection, kind: str, external_id: str) -> str | None:
-        return conn.execute(
-            sa.select(landed.c.fingerprint).where(
-                landed.c.kind == kind, landed.c.external_id == external_id
-            )
-        ).scalar_one_or_none()
+    def _row(self, conn: Connection, external_id: str) -> Any:
+        return conn.execute(self._current, {"b_key": self.key_value(external_id)}).first()
 
     def changed(self, conn: Connection, kind: str, external_id: str) -> bool:
         """A row that exists and differs from what was last landed (or was never landed)."""
-        current = self._current(conn, external_id)
+        current = self._row(conn, external_id)
         if current is None:
             return False
-        return self._remembered(conn, kind, external_id) != _fingerprint(current)
+        remembered = conn.execute(
+            _remembered, {"b_kind": kind, "b_external_id": external_id}
+        ).scalar_one_or_none()
+        return remembered != _fingerprint(current)
 
     def upsert(self, conn: Connection, kind: str, external_id: str, payload: Any) -> None:
         row = self.row_values(payload)
         if self.deleted is not None:
             row[self.deleted.name] = None if self.deleted.nullable else False
-        _update_or_insert(conn, self.table, {self.key.name: self.key_value(external_id)}, row)
-        current = self._current(conn, external_id)
-        _update_or_insert(
+        self._upsert(conn, {self.key.name: self.key_value(external_id)}, row)
+        fingerprint = _fingerprint(self._row(conn, external_id))
+        _remember(
             conn,
-            landed,
             {"kind": kind, "external_id": external_id},
-            {"fingerprint": _fingerprint(current), "landed_at": time.time()},
+            {"fingerprint": fingerprint, "landed_at": time.time()},
         )
 
     def delete(self, conn: Connection, kind: str, external_id: str) -> None:
-        match = self.key == self.key_value(external_id)
+        key = {"b_key": self.key_value(external_id)}
         if self.deleted is None:
-            conn.execute(self.table.delete().where(match))
-            conn.execute(
-                landed.delete().where(landed.c.kind == kind, landed.c.external_id == external_id)
-            )
+            conn.execute(self._delete, key)
+            conn.execute(_forget, {"b_kind": kind, "b_external_id": external_id})
             return
+        mark: Any = True
         if isinstance(self.deleted.type, sa.DateTime):
-            # The first delete's time stays: a repeated delete does not move it.
             mark = _timestamp(time.time(), bool(self.deleted.type.timezone))
-            match = sa.and_(match, self.deleted.is_(None))
-        else:
-            mark = True
-        conn.execute(self.table.update().where(match).values({self.deleted.name: mark}))
+        conn.execute(self._soft_delete, {**key, "b_mark": mark})
 
 
 # --- configuration --------------------------------------------------------------------------
