@@ -134,6 +134,14 @@ def test_a_value_that_cannot_be_coerced_is_a_per_op_error(world, sqlite_url: str
     assert w.row("u-2") is None and w.row("u-1") is not None
 
 
+def test_an_integer_key_column_gets_the_id_as_a_number(world, sqlite_url: str) -> None:
+    w = world(sqlite_url, key="id", columns={"title": "payload.name", "uuid": "payload.sku"})
+    answer = events(w, "b1", product("42", "A"), product("x42", "B"))
+    assert [(e["index"], e["code"]) for e in answer["errors"]] == [(1, "landing_invalid_value")]
+    with w.target.connect() as conn:
+        assert conn.execute(sa.select(products.c.id, products.c.title)).all() == [(42, "A")]
+
+
 def test_translations_stay_in_the_entity_store_only(world, sqlite_url: str) -> None:
     w = world(sqlite_url)
     translation = protocol.upsert_op(
@@ -339,6 +347,11 @@ BAD_CONFIGS = [
     ({"columns": {"sku": "name"}}, "kinds.product.columns.sku.from", "give e.g. payload.name"),
     ({"columns": {"sku": "payload.sku"}}, "kinds.product.columns", "title is NOT NULL"),
     ({"deleted_column": "sku"}, "kinds.product.deleted_column", "nullable timestamp"),
+    (
+        {"columns": {"title": "payload.name", "uuid": "payload.uuid"}},
+        "kinds.product.columns.uuid",
+        "drop it from columns",
+    ),
 ]
 
 

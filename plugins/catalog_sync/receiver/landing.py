@@ -346,12 +346,21 @@ class ColumnsHandler:
                 match = sa.and_(match, self.deleted.is_(None))
             self._soft_delete = table.update().where(match).values({self.deleted.name: mark})
 
-    def key_value(self, external_id: str) -> str:
-        """The id part of `producer:kind:id` (or the whole external id)."""
-        if self.key_from == "external_id":
-            return external_id
-        match = protocol.EXTERNAL_ID_RE.match(external_id)
-        return match.group(3) if match else external_id
+    def key_value(self, external_id: str) -> str | int:
+        """The id part of `producer:kind:id` (or the whole external id), as the key's type."""
+        key = external_id
+        if self.key_from == "id":
+            match = protocol.EXTERNAL_ID_RE.match(external_id)
+            key = match.group(3) if match else external_id
+        if not isinstance(self.key.type, sa.Integer):
+            return key
+        if not key.isascii() or not key.isdigit():
+            raise Rejected(
+                f"the key {key!r} of {external_id} is not a whole number, but the key column "
+                f"{self.table.name}.{self.key.name} is an integer",
+                "landing_invalid_value",
+            )
+        return int(key)
 
     def row_values(self, payload: Any) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -578,6 +587,13 @@ class _Loader(_Validator):
                     "soft-delete into a nullable timestamp (set on delete) or a boolean column",
                 )
         columns = self.column_maps(raw.get("columns"), table, [*path, "columns"])
+        for column in columns:
+            if column.name in (key, deleted):
+                raise self.error(
+                    [*path, "columns", column.name],
+                    f"{column.name} is the {'key' if column.name == key else 'deleted_column'}",
+                    "the handler writes that column itself; drop it from columns",
+                )
         handled = {key, deleted, *(c.name for c in columns)}
         for column in table.columns:
             generated = column.primary_key and isinstance(column.type, sa.Integer)
