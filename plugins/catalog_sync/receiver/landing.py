@@ -73,7 +73,8 @@ class Rejected(Exception):
 
 
 class Handler(Protocol):
-    """What a landing handler provides (a custom one may add `changed`, see docs/landing.md)."""
+    """What a landing handler provides; conflict policies `skip` and `error` also need
+    `changed(conn, kind, external_id) -> bool` (see docs/landing.md)."""
 
     def upsert(self, conn: Connection, kind: str, external_id: str, payload: Any) -> None: ...
 
@@ -85,7 +86,7 @@ class Target:
     """One landed kind: its handler and its conflict policy."""
 
     kind: str
-    handler: Any
+    handler: Handler
     conflict: str
     name: str
 
