@@ -331,20 +331,24 @@ def default_config_path() -> Path:
 def load_config(path: str | os.PathLike[str] | None = None) -> CatalogConfig:
     """Read and validate the entity map (None: $CATALOG_SYNC_CONFIG, else the demo map)."""
     file = Path(path) if path is not None else default_config_path()
+    return parse_config(read_yaml(file, "the entity map", ENV_CONFIG), file)
+
+
+def read_yaml(file: Path, what: str, pointed_by: str) -> Any:
+    """A YAML file (duplicate keys refused), or a clear error naming `what` and its setting."""
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(
-            f"cannot read the entity map {file}: {exc.strerror or exc}; "
-            f"fix: point {ENV_CONFIG} at a readable YAML file"
+            f"cannot read {what} {file}: {exc.strerror or exc}; "
+            f"fix: point {pointed_by} at a readable YAML file"
         ) from None
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigurationError(
             f"{file.name}: not valid YAML: {exc}; fix: correct the YAML syntax (file {file})"
         ) from None
-    return parse_config(document, file)
 
 
 def parse_config(document: Any, file: Path) -> CatalogConfig:

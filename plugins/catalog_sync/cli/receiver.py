@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="largest accepted snapshot upload, gzipped (default: the protocol's 200 MiB)",
     )
+    serve.add_argument(
+        "--landing",
+        default=None,
+        metavar="FILE",
+        help="YAML file naming landing handlers per kind (see docs/landing.md)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
 
@@ -62,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
         test_control=args.test_control,
         upload_ttl=args.upload_ttl,
         log_level=args.log_level,
+        landing=args.landing,
         **limits,
     )
 

@@ -383,6 +383,7 @@ def serve(
     upload_ttl: float = DEFAULT_UPLOAD_TTL_S,
     max_upload_bytes: int = protocol.MAX_FULL_BYTES,
     log_level: str = "info",
+    landing: str | None = None,
 ) -> int:
     """Run the receiver until interrupted; returns the process exit code."""
     import uvicorn
@@ -392,7 +393,9 @@ def serve(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    store = ReceiverStore(db_url)
+    store = ReceiverStore(db_url, landing=landing)
+    if store.landing is not None:
+        log.info("landing %s", store.landing.describe())
     control = frontdoor.Control() if test_control else None
     app = create_app(
         store,

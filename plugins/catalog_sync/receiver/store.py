@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from catalog_sync import protocol
 from catalog_sync.db import byte_text, configure_sqlite
 from catalog_sync.errors import ConfigurationError, TransientError
+from catalog_sync.receiver import landing as landing_mod
 from catalog_sync.receiver import validate
 
 PAIR_CODE_TTL_S = 15 * 60
@@ -144,10 +145,20 @@ def _json_text(value: Any) -> str:
     return protocol.dumps(value).decode("utf-8")
 
 
+def _dropped_by(tenant_id: str, kinds: list[str], sync_id: str) -> list[Any]:
+    """Live entities of `kinds` that snapshot `sync_id` did not write: its tombstones."""
+    return [
+        entities.c.tenant_id == tenant_id,
+        entities.c.kind.in_(kinds),
+        entities.c.deleted.is_(False),
+        sa.or_(entities.c.sync_id.is_(None), entities.c.sync_id != sync_id),
+    ]
+
+
 class ReceiverStore:
     """All database work of the receiver; safe to share between threads."""
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, landing: str | Path | None = None) -> None:
         try:
             url = sa.make_url(db_url)
             kwargs: dict[str, Any] = {}
@@ -170,6 +181,8 @@ class ReceiverStore:
                 f"cannot reach the receiver database {self.safe_url}: {exc.orig}"
             ) from None
         self._upsert = self._upsert_statement()
+        #: Landing handlers (docs/landing.md): kinds also written into the target's tables.
+        self.landing = None if landing is None else landing_mod.load(landing, self.engine)
         self._purge_lock = threading.Lock()
         self._last_purge = 0.0
 
@@ -469,7 +482,7 @@ class ReceiverStore:
         if stored is not None:
             return stored
         errors: list[dict[str, Any]] = []
-        valid: list[validate.Entity] = []
+        valid: list[tuple[int, validate.Entity]] = []
         for index, op in enumerate(ops):
             checked = validate.event_entity(op)
             if isinstance(checked, validate.Problem):
@@ -483,18 +496,20 @@ class ReceiverStore:
                     }
                 )
             else:
-                valid.append(checked)
+                valid.append((index, checked))
         # The last op on an entity decides its state, so collapse before writing.
-        final: dict[tuple[str, str], validate.Entity] = {}
-        for item in valid:
+        final: dict[tuple[str, str], tuple[int, validate.Entity]] = {}
+        for index, item in valid:
             final.pop((item.kind, item.external_id), None)
-            final[(item.kind, item.external_id)] = item
-        upserts = [item for item in final.values() if item.payload is not None]
-        deletes = [item for item in final.values() if item.payload is None]
+            final[(item.kind, item.external_id)] = (index, item)
         response = {"processed": len(valid), "idempotent_replay": False, "errors": errors}
         try:
             with self.engine.begin() as conn:
                 self._claim_key(conn, tenant_id, "events", key)
+                if self.landing is not None:
+                    self._land_events(conn, final, response)
+                upserts = [item for _i, item in final.values() if item.payload is not None]
+                deletes = [item for _i, item in final.values() if item.payload is None]
                 self._upsert_rows(conn, tenant_id, upserts, sync_id=None)
                 if deletes:
                     conn.execute(
@@ -514,6 +529,22 @@ class ReceiverStore:
                 raise
             return stored
         return response
+
+    def _land_events(
+        self,
+        conn: Connection,
+        final: dict[tuple[str, str], tuple[int, validate.Entity]],
+        response: dict[str, Any],
+    ) -> None:
+        """Land the batch's final ops; refused ones leave `final` and join `errors`."""
+        assert self.landing is not None
+        report = self.landing.land_events(conn, list(final.values()))
+        for rejected in report.rejected:
+            del final[rejected]
+        response["processed"] -= len(report.rejected)
+        response["errors"] = sorted([*response["errors"], *report.errors], key=lambda e: e["index"])
+        if report.skipped:  # receiver policy: ops kept out of the target, not errors
+            response["skipped"] = report.skipped
 
     # --- full snapshot ------------------------------------------------------------------
 
@@ -629,25 +660,49 @@ class ReceiverStore:
                     raise ReceiverError(
                         409, "sync_already_finalized", "this sync was already finalized"
                     )
-                self._upsert_rows(conn, tenant_id, self._snapshot_entities(upload_path), sync_id)
+                lines = self._snapshot_entities(upload_path)
+                landed: dict[str, Any] = {}
+                if self.landing is not None:
+                    lines = self.landing.land_snapshot(conn, lines, landed)
+                self._upsert_rows(conn, tenant_id, lines, sync_id)
+                if self.landing is not None:
+                    self._land_tombstones(conn, tenant_id, sync_id, list(expected), landed)
+                    response["landing"] = landed
                 deleted = conn.execute(
                     entities.update()
-                    .where(
-                        entities.c.tenant_id == tenant_id,
-                        entities.c.kind.in_(list(expected)),
-                        entities.c.deleted.is_(False),
-                        sa.or_(entities.c.sync_id.is_(None), entities.c.sync_id != sync_id),
-                    )
+                    .where(*_dropped_by(tenant_id, list(expected), sync_id))
                     .values(deleted=True, updated_at=time.time())
                 ).rowcount
                 response.update(deleted=deleted, counts=counts, idempotent_replay=False)
                 self._store_response(conn, tenant_id, "finalize", key, response)
+        except landing_mod.Rejected as exc:
+            status = 409 if exc.code == "landing_conflict" else 422
+            raise ReceiverError(status, exc.code, f"{exc.message}; nothing was applied") from None
         except sa.exc.IntegrityError:
             stored = self._stored_response(tenant_id, "finalize", key)
             if stored is None:
                 raise
             return stored
         return response
+
+    def _land_tombstones(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        sync_id: str,
+        kinds: list[str],
+        summary: dict[str, Any],
+    ) -> None:
+        """Hand the records this snapshot drops to their handlers (before they are marked)."""
+        assert self.landing is not None
+        landed_kinds = [kind for kind in kinds if kind in self.landing.targets]
+        if not landed_kinds:
+            return
+        query = sa.select(entities.c.kind, entities.c.external_id).where(
+            *_dropped_by(tenant_id, landed_kinds, sync_id), entities.c.translation_of.is_(None)
+        )
+        gone = landing_mod.tombstone_pages(conn, query, entities.c.kind, entities.c.external_id)
+        self.landing.land_tombstones(conn, gone, summary)
 
     @staticmethod
     def _snapshot_records(path: Path) -> Iterator[tuple[int, Any]]:
