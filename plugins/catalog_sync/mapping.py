@@ -328,7 +328,10 @@ def _column_getter(column: str, convert: Callable[[Any], Any] | None) -> Getter:
     if convert is None:
 
         def get(row: Row, ctx: MapContext) -> Any:
-            return row[column]
+            # Bytes (a BLOB, or text SQLite stored as one) are text or a row error
+            # naming the key; raw bytes would break the JSON of the whole batch.
+            value = row[column]
+            return values.to_text(value) if isinstance(value, bytes) else value
     else:
 
         def get(row: Row, ctx: MapContext) -> Any:
