@@ -8,6 +8,7 @@ runs are the real DAGs under `dag.test()` with a SQLite source, one kind per run
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,26 @@ def test_the_hook_reports_a_spent_upload_url_as_gone_not_as_misconfigured(
     code = {"used": "HTTP 409 (upload_used", "expired": "HTTP 410 (upload_expired"}[spent]
     with pytest.raises(UploadUrlGone, match=rf"{re.escape(code)}"):
         hook.upload(upload_url, str(staged))
+
+
+def test_an_upload_hanging_past_the_timeout_is_resent_and_lands(
+    tenant: Tenant, tmp_path: Path
+) -> None:
+    upload_url = _upload_url(tenant)
+    staged = tmp_path / "snapshot.ndjson.gz"
+    staged.write_bytes(b"\x1f\x8b" + bytes(1000))
+    tenant.receiver.add_fault(method="PUT", path="/upload", action="hang", seconds=1.5)
+    hook = VoiceBotHook(
+        "t", connection=_connection(tenant), timeout=0.5, max_attempts=3, backoff_base=0
+    )
+    hook.upload(upload_url, str(staged))
+    # The hung PUT enters the log only when the receiver has finished with it.
+    deadline = time.monotonic() + 10
+    while len(sent := uploads(tenant.receiver)) < 2:
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.1)
+    assert sorted(r["fault"] or "" for r in sent) == ["", "hang"]
+    assert 200 in [r["status"] for r in sent]
 
 
 def _connection(tenant: Tenant) -> object:
