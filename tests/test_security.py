@@ -150,6 +150,18 @@ def test_a_hostile_request_is_refused_without_a_crash_and_applies_nothing(
     assert tenant.status().status_code == 200  # still serving
 
 
+def test_a_forged_request_does_not_burn_the_nonce_it_carries(shared_receiver: Receiver) -> None:
+    """The nonce is claimed only after the signature matched: an attacker who sees a
+    nonce cannot make the producer's real request with it fail as a replay."""
+    tenant = shared_receiver.pair()
+    nonce = protocol.new_nonce()
+    forged = tenant.headers("GET", protocol.STATUS_PATH, nonce=nonce)
+    forged[protocol.HEADER_SIGNATURE] = "0" * 64
+    assert tenant.call("GET", protocol.STATUS_PATH, headers=forged).status_code == 401
+    real = tenant.headers("GET", protocol.STATUS_PATH, nonce=nonce)
+    assert tenant.call("GET", protocol.STATUS_PATH, headers=real).status_code == 200
+
+
 # --- the secret in everything a run leaves behind ---------------------------------------------
 
 
