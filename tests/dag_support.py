@@ -128,11 +128,7 @@ def make_sync_env(
 
 
 def blank_a_product_name(engine: sa.Engine) -> str:
-    """Empty the required name of one live product; returns its external id.
-
-    Not the first live row: that one is the map check's sample, where an empty required
-    key reads as a broken map (exit 2) rather than one bad row.
-    """
+    """Empty the required name of one live product (the last); returns its external id."""
     products = demo_shop.products
     with engine.begin() as conn:
         bad = conn.execute(

@@ -10,8 +10,11 @@ next `times` requests matching method + path (path "/upload" matches every uploa
 whose real path is `/upload/<token>`); actions: `status` (answer `status`, optional
 `Retry-After`, before processing: no nonce consumed), `status_after` (process, then answer
 `status`), `hang` (sleep `seconds`, then process), `drop` (close the TCP connection, no
-answer). `requests()` lists every non-control request: method, path, status (None when
-dropped), tenant_id, nonce, idempotency_key, content_length, body_bytes, fault, time.
+answer), `truncate` (let `after_bytes` body bytes through, then close the connection:
+the receiver sees fewer bytes than announced). `short_upload_ttl(seconds, times)` makes
+the next `times` inits hand out upload URLs that expire after `seconds`. `requests()`
+lists every non-control request: method, path, status (None when dropped), tenant_id,
+nonce, idempotency_key, content_length, body_bytes, fault, time.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Receiver(ReceiverProcess):
         status: int | None = None,
         retry_after: str | None = None,
         seconds: float | None = None,
+        after_bytes: int | None = None,
     ) -> None:
         answer = requests.post(
             self.url("/_control/faults"),
@@ -99,8 +103,15 @@ class Receiver(ReceiverProcess):
                 "status": status,
                 "retry_after": retry_after,
                 "seconds": seconds,
+                "after_bytes": after_bytes,
             },
             timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+
+    def short_upload_ttl(self, seconds: float, times: int = 1) -> None:
+        answer = requests.post(
+            self.url("/_control/upload_ttl"), json={"seconds": seconds, "times": times}, timeout=10
         )
         assert answer.status_code == 201, answer.text
 

@@ -815,6 +815,31 @@ def test_a_sampled_row_without_a_required_value_stops_the_sync(engine: sa.Engine
     assert "fix: map payload.name to a column that is filled for every live row" in str(info.value)
 
 
+def test_a_bad_first_row_among_good_ones_is_left_to_the_dead_letter(engine: sa.Engine):
+    """The map check samples several rows: one that maps proves the map right."""
+    with engine.begin() as conn:
+        conn.execute(demo_shop.tags.insert(), taxonomy(demo_shop.tags, 1, "x", name=""))
+        conn.execute(demo_shop.tags.insert(), taxonomy(demo_shop.tags, 2, "y"))
+    catalog = catalog_of({"tag": {"table": "tags", "map": {"payload.name": "name"}}})
+    mappers = compile_mappers(catalog, engine)
+    check_samples(catalog, engine, mappers)  # no ConfigurationError
+    with engine.connect() as conn:
+        first, second = map_rows(mappers["tag"], live_rows(conn, mappers["tag"]), conn)
+    assert isinstance(first, MappingFailure) and "payload.name" in first.error
+    assert second.payload["name"]
+
+
+def test_a_map_that_fails_on_every_sampled_row_stops_the_sync(engine: sa.Engine):
+    with engine.begin() as conn:
+        for id in (1, 2, 3):
+            conn.execute(demo_shop.tags.insert(), taxonomy(demo_shop.tags, id, f"s{id}", name=""))
+    catalog = catalog_of({"tag": {"table": "tags", "map": {"payload.name": "name"}}})
+    mappers = compile_mappers(catalog, engine)
+    with pytest.raises(ConfigurationError) as info:
+        check_samples(catalog, engine, mappers)
+    assert 'kinds.tag.map."payload.name": the sampled row id=1 does not map' in str(info.value)
+
+
 def test_a_sampled_money_value_that_is_not_a_number_stops_the_sync(engine: sa.Engine):
     with engine.begin() as conn:
         conn.execute(demo_shop.tags.insert(), taxonomy(demo_shop.tags, 1, "x"))

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 from catalog_sync import mapping, staging
 from catalog_sync.config import CatalogConfig, KindConfig, SyncSettings
+from catalog_sync.errors import CatalogSyncError
 from catalog_sync.mapping import Deletion, Entity, KindMapper, MappingFailure
 from catalog_sync.source import database_now
 from catalog_sync.sources import FIRST_RUN_LOW, load_source
@@ -256,7 +257,9 @@ def iter_changes(
         return
     if config.source is not None:
         source = load_source(config, catalog, mapper)
-        yield from source.changes(conn, window.low or FIRST_RUN_LOW, window.high)
+        yield from _from_source(
+            config, source.changes(conn, window.low or FIRST_RUN_LOW, window.high)
+        )
         return
     for rows in iter_window_pages(conn, config, window, page_size):
         live = [row for row in rows if not row.get(DELETED_FLAG)]
@@ -264,6 +267,23 @@ def iter_changes(
             yield from mapper.deletions([row for row in rows if row.get(DELETED_FLAG)])
         if live:
             yield from mapper.map_page(conn, live)
+
+
+def _from_source(config: KindConfig, items: Iterable[Item]) -> Iterator[Item]:
+    """A custom source's items; its own failure is named after the kind and the class.
+
+    Not a ConfigurationError: the cause may be passing (the source's API), so Airflow
+    retries the task; nothing of the kind is committed meanwhile.
+    """
+    try:
+        yield from items
+    except CatalogSyncError:
+        raise
+    except Exception as exc:
+        raise CatalogSyncError(
+            f"kinds.{config.kind}.source: {config.source} failed while streaming: "
+            f"{type(exc).__name__}: {exc}; fix the class (this kind's watermark stays put)"
+        ) from exc
 
 
 def iter_snapshot(
@@ -276,7 +296,7 @@ def iter_snapshot(
         yield from mapper.static_entities()
         return
     if config.source is not None:
-        yield from load_source(config, catalog, mapper).snapshot(conn)
+        yield from _from_source(config, load_source(config, catalog, mapper).snapshot(conn))
         return
     for rows in iter_live_pages(conn, config, page_size):
         yield from mapper.map_page(conn, rows)

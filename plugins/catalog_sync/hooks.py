@@ -33,6 +33,18 @@ UPLOAD_CHUNK = 1024 * 1024
 #: The error body quoted in a message is cut to this many characters.
 _DETAIL_LIMIT = 300
 
+#: Upload answers that mean "this upload URL is spent" (used or expired, spec 6).
+UPLOAD_URL_GONE = frozenset({409, 410})
+
+
+class UploadUrlGone(TransientError):
+    """The upload URL was used or has expired: announce the snapshot again (new init).
+
+    Transient, not a configuration error: a PUT whose answer was lost, or a retry that
+    came after the URL's lifetime, leaves the URL spent although nothing is wrong.
+    """
+
+
 _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,
     requests.Timeout,
@@ -494,7 +506,14 @@ class VoiceBotHook(BaseHook):
                 prepared = requests.Request(
                     "PUT", upload_url, headers={"Content-Type": "application/gzip"}, data=data
                 ).prepare()
-                return transport.send(prepared)
+                response = transport.send(prepared)
+            if response.status_code in UPLOAD_URL_GONE:
+                detail = transport.redact(_error_detail(response))
+                raise UploadUrlGone(
+                    f"{what} was refused with HTTP {response.status_code} ({detail}): the "
+                    "upload URL is spent; a new init hands out a fresh one"
+                )
+            return response
 
         transport.call(what, attempt)
 

@@ -328,7 +328,10 @@ def _column_getter(column: str, convert: Callable[[Any], Any] | None) -> Getter:
     if convert is None:
 
         def get(row: Row, ctx: MapContext) -> Any:
-            return row[column]
+            # Bytes (a BLOB, or text SQLite stored as one) are text or a row error
+            # naming the key; raw bytes would break the JSON of the whole batch.
+            value = row[column]
+            return values.to_text(value) if isinstance(value, bytes) else value
     else:
 
         def get(row: Row, ctx: MapContext) -> Any:
@@ -904,54 +907,71 @@ def live_rows_query(engine: sa.Engine | sa.Connection, config: KindConfig) -> st
     return f"SELECT * FROM {source}{where} ORDER BY {quote(config.primary_key)}"
 
 
+#: Live rows the map check tries per kind (primary-key order).
+SAMPLE_ROWS = 20
+
+
 def check_samples(
     catalog: CatalogConfig, engine: sa.Engine, mappers: Mapping[str, KindMapper]
 ) -> None:
-    """Map one live row per kind; a map that cannot produce a valid entity stops here.
+    """Map up to `SAMPLE_ROWS` live rows per kind; a map none of them fits stops here.
 
-    Bad data in the sampled row (a NaN price) is not a map error and is left to the
-    dead letter; a type that does not fit its spec or a missing required key is.
+    One row that maps proves the map can produce a valid entity: the rows that do not
+    are bad data, for the dead letter (a bad first row must not stop the whole kind).
+    Only when every sampled row fails is the map itself taken to be wrong, and the
+    first row's error is reported. Bad data that is never a map error (a NaN price)
+    does not count against the map either.
     """
     with engine.connect() as conn:
         for kind, mapper in mappers.items():
             config = mapper.config
-            path: list[Any] = ["kinds", kind]
             if config.is_static or config.source is not None:
                 continue
             try:
-                sample = conn.execute(sa.text(live_rows_query(conn, config) + " LIMIT 1")).first()
+                rows = [
+                    sample._mapping
+                    for sample in conn.execute(
+                        sa.text(live_rows_query(conn, config) + f" LIMIT {SAMPLE_ROWS}")
+                    )
+                ]
             except sa.exc.DBAPIError as exc:
                 raise catalog.error(
-                    path,
-                    f"reading a sample row fails: {str(exc.orig).strip()[:300]}",
+                    ["kinds", kind],
+                    f"reading sample rows fails: {str(exc.orig).strip()[:300]}",
                     "check the table, select and deleted_when",
                 ) from None
-            if sample is None:
+            if not rows:
                 continue
-            row = sample._mapping
-            ctx = mapper.new_context(conn, [row])
-            try:
-                entities = mapper.map_row(row, ctx)
-            except _RowError as exc:
-                if isinstance(exc.cause, values.DataError):
-                    continue
-                raise catalog.error(
-                    [*path, "map", exc.key],
-                    f"the sampled row {config.primary_key}={row.get(config.primary_key)!r} "
-                    f"does not map: {exc.cause}",
-                    _sample_fix(exc),
-                ) from None
-            except Exception as exc:
-                raise catalog.error(
-                    path,
-                    f"the sampled row {config.primary_key}={row.get(config.primary_key)!r} "
-                    f"does not map: {exc}",
-                    "check external_id and translations",
-                ) from None
-            for entity in entities:
-                problem = protocol.external_id_problem(kind, entity.external_id)
-                if problem:
-                    raise catalog.error([*path, "external_id"], problem, "fix external_id")
+            ctx = mapper.new_context(conn, rows)
+            errors = [_sample_error(catalog, mapper, kind, row, ctx) for row in rows]
+            if errors[0] is not None and all(errors):
+                raise errors[0]
+
+
+def _sample_error(
+    catalog: CatalogConfig, mapper: KindMapper, kind: str, row: Any, ctx: Any
+) -> ConfigurationError | None:
+    """Why this sampled row says the map is wrong, or None when it maps (or is bad data)."""
+    config = mapper.config
+    path: list[Any] = ["kinds", kind]
+    where = f"the sampled row {config.primary_key}={row.get(config.primary_key)!r}"
+    try:
+        entities = mapper.map_row(row, ctx)
+    except _RowError as exc:
+        if isinstance(exc.cause, values.DataError):
+            return None
+        return catalog.error(
+            [*path, "map", exc.key], f"{where} does not map: {exc.cause}", _sample_fix(exc)
+        )
+    except Exception as exc:
+        return catalog.error(
+            path, f"{where} does not map: {exc}", "check external_id and translations"
+        )
+    for entity in entities:
+        problem = protocol.external_id_problem(kind, entity.external_id)
+        if problem:
+            return catalog.error([*path, "external_id"], problem, "fix external_id")
+    return None
 
 
 def _sample_fix(exc: _RowError) -> str:

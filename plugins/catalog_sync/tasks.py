@@ -542,18 +542,38 @@ def init_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         return {**snapshot, "sync_id": None, "upload_url": None}
     with _state() as state:
         _hold_lock(state, snapshot, load_settings())
-    started = _hook(snapshot["target"]).init({k: n for k, n in snapshot["lines"].items() if n})
+    return _announce(_hook(snapshot["target"]), snapshot)
+
+
+def _announce(hook: Any, snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """`init`: the snapshot with the receiver's new `sync_id` and `upload_url`."""
+    started = hook.init({k: n for k, n in snapshot["lines"].items() if n})
     return {**snapshot, "sync_id": started["sync_id"], "upload_url": started["upload_url"]}
 
 
 def upload_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    if not snapshot["dry_run"]:
-        with _state() as state:
-            _hold_lock(state, snapshot, load_settings())
-        upload = snapshot["upload"]
-        _hook(snapshot["target"]).upload(
-            snapshot["upload_url"], upload["uri"], size=upload["bytes"]
-        )
+    """PUT the snapshot; a spent upload URL (used or expired) gets one fresh init.
+
+    The URL is single use and short-lived: a PUT whose answer was lost leaves it used,
+    and an Airflow retry of this task may come after it expired. Both are recovered
+    here, by announcing the same staged file again; finalize then takes the new
+    `sync_id` from this task's result. The old sync is never finalized, so the
+    receiver applies nothing twice.
+    """
+    from catalog_sync.hooks import UploadUrlGone
+
+    if snapshot["dry_run"]:
+        return dict(snapshot)
+    with _state() as state:
+        _hold_lock(state, snapshot, load_settings())
+    hook = _hook(snapshot["target"])
+    upload = snapshot["upload"]
+    try:
+        hook.upload(snapshot["upload_url"], upload["uri"], size=upload["bytes"])
+    except UploadUrlGone as exc:
+        log.warning("%s; announcing the snapshot again", exc)
+        snapshot = _announce(hook, snapshot)
+        hook.upload(snapshot["upload_url"], upload["uri"], size=upload["bytes"])
     return dict(snapshot)
 
 

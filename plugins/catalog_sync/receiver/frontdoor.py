@@ -1,7 +1,7 @@
 """The outermost ASGI layer: one access log line per request, and the test-control faults.
 
 It sits outside FastAPI on purpose: it sees uvicorn's own `send`, so it can abort the
-TCP connection for a `drop` fault, and it times and logs every request, including
+TCP connection for a `drop` or `truncate` fault, and it times and logs every request, including
 the ones FastAPI refuses. Faults and the request log exist only with `--test-control`.
 """
 
@@ -26,7 +26,7 @@ CONTROL_PREFIX = "/_control/"
 UPLOAD_PREFIX = "/upload/"
 #: The fault path that matches every upload PUT (their paths carry a random token).
 UPLOAD_ALIAS = "/upload"
-ACTIONS = ("status", "status_after", "hang", "drop")
+ACTIONS = ("status", "status_after", "hang", "drop", "truncate")
 #: `scope` key of a dict the application fills in (the verified tenant id).
 SCOPE_INFO = "catalog_sync"
 
@@ -43,6 +43,8 @@ class Fault:
     status: int | None = None
     retry_after: str | None = None
     seconds: float | None = None
+    #: `truncate`: how many body bytes reach the application before the connection drops.
+    after_bytes: int | None = None
 
     def problem(self) -> str | None:
         """Why this fault cannot be armed, or None."""
@@ -56,6 +58,8 @@ class Fault:
             return f"action {self.action!r} needs a status between 100 and 599"
         if self.action == "hang" and (self.seconds is None or self.seconds < 0):
             return "action 'hang' needs seconds >= 0"
+        if self.action == "truncate" and (self.after_bytes is None or self.after_bytes < 0):
+            return "action 'truncate' needs after_bytes >= 0"
         if not self.path.startswith("/"):
             return "path must start with /"
         return None
@@ -74,6 +78,16 @@ class Control:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
+        #: The next `short_ttl_times` inits get upload URLs that live `short_ttl` seconds.
+        self.short_ttl: float = 0.0
+        self.short_ttl_times = 0
+
+    def upload_ttl(self, default: float) -> float:
+        """The TTL of the upload URL an init hands out now, spending one short TTL."""
+        if self.short_ttl_times <= 0:
+            return default
+        self.short_ttl_times -= 1
+        return self.short_ttl
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first armed fault matching the request, spending one of its `times`."""
@@ -88,6 +102,7 @@ class Control:
     def clear(self) -> None:
         self.faults.clear()
         self.requests.clear()
+        self.short_ttl_times = 0
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -123,17 +138,27 @@ def error_body(code: str, message: str) -> bytes:
     return protocol.dumps({"error": {"code": code, "message": message}})
 
 
-async def _drop(receive: Receive, send: Send) -> bool:
-    """Abort the TCP connection under this request, with no response at all.
+def _abort(send: Send) -> bool:
+    """Abort the TCP connection under this request; False when it cannot be reached.
 
     uvicorn's `send` is a bound method of its per-request cycle, which holds the
-    asyncio transport. After the abort, wait until uvicorn notices the disconnect so
-    it does not answer a 500 on our behalf.
+    asyncio transport.
     """
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     if transport is None or not hasattr(transport, "abort"):
         return False
     transport.abort()
+    return True
+
+
+async def _drop(receive: Receive, send: Send) -> bool:
+    """Abort the connection with no response at all.
+
+    After the abort, wait until uvicorn notices the disconnect so it does not answer a
+    500 on our behalf.
+    """
+    if not _abort(send):
+        return False
     try:
         async with asyncio.timeout(5):
             while (await receive())["type"] != "http.disconnect":
@@ -161,8 +186,18 @@ class Frontdoor:
         scope[SCOPE_INFO] = info
         state: dict[str, Any] = {"status": None, "body_bytes": 0}
 
+        control = self.control
+        is_control = control is not None and path.startswith(CONTROL_PREFIX)
+        fault = None if control is None or is_control else control.take(method, path)
+        # Cut before counting, so `body_bytes` is what the application saw.
+        inner = (
+            _truncating(receive, send, fault.after_bytes or 0)
+            if fault is not None and fault.action == "truncate"
+            else receive
+        )
+
         async def counting_receive() -> Message:
-            message = await receive()
+            message = await inner()
             if message["type"] == "http.request":
                 state["body_bytes"] += len(message.get("body", b""))
             return message
@@ -172,9 +207,6 @@ class Frontdoor:
                 state["status"] = message["status"]
             await send(message)
 
-        control = self.control
-        is_control = control is not None and path.startswith(CONTROL_PREFIX)
-        fault = None if control is None or is_control else control.take(method, path)
         try:
             await self._dispatch(scope, counting_receive, recording_send, send, fault)
         finally:
@@ -237,3 +269,30 @@ class Frontdoor:
         elif fault.action == "drop" and not await _drop(receive, raw_send):
             log.error("drop fault: no transport reachable; answering 500 instead")
             await json_response(send, 500, injected)
+        elif fault.action == "truncate":  # the cut is in `receive` (see `__call__`)
+            await self.app(scope, receive, send)
+
+
+def _truncating(receive: Receive, raw_send: Send, limit: int) -> Receive:
+    """A `receive` that hands the app the first `limit` body bytes, then cuts the line.
+
+    The application sees a body shorter than its Content-Length followed by a
+    disconnect, and the client sees its connection reset mid-request.
+    """
+    passed = 0
+
+    async def cut_receive() -> Message:
+        nonlocal passed
+        if passed >= limit:
+            _abort(raw_send)
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            kept = body[: limit - passed]
+            passed += len(kept)
+            if len(kept) < len(body):
+                return {"type": "http.request", "body": kept, "more_body": True}
+        return message
+
+    return cut_receive

@@ -241,8 +241,9 @@ def create_app(
         site_url = None
         if body.get("site_url") is not None:
             site_url = _string_field(body, "site_url", allow_empty=True)
+        ttl = upload_ttl if control is None else control.upload_ttl(upload_ttl)
         sync_id, token = await to_thread.run_sync(
-            store.create_sync, tenant_id, counts, site_url, upload_ttl
+            store.create_sync, tenant_id, counts, site_url, ttl
         )
         ingest_url = await to_thread.run_sync(store.tenant_ingest_url, tenant_id)
         return _json({"sync_id": sync_id, "upload_url": url_of(ingest_url, token)})
@@ -350,6 +351,7 @@ def _add_control_routes(app: FastAPI, control: frontdoor.Control) -> None:
                 status=None if body.get("status") is None else int(body["status"]),
                 retry_after=None if body.get("retry_after") is None else str(body["retry_after"]),
                 seconds=None if body.get("seconds") is None else float(body["seconds"]),
+                after_bytes=(None if body.get("after_bytes") is None else int(body["after_bytes"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReceiverError(400, "invalid_fault", f"bad fault: {exc!r}") from None
@@ -358,6 +360,19 @@ def _add_control_routes(app: FastAPI, control: frontdoor.Control) -> None:
             raise ReceiverError(400, "invalid_fault", problem)
         control.faults.append(fault)
         return _json({"armed": len(control.faults)}, status=201)
+
+    @app.post(frontdoor.CONTROL_PREFIX + "upload_ttl")
+    async def short_upload_ttl(request: Request) -> Response:
+        """The next `times` inits hand out upload URLs that expire after `seconds`."""
+        body = _json_object(await request.body())
+        try:
+            seconds, times = float(body["seconds"]), int(body.get("times", 1))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReceiverError(400, "invalid_ttl", f"bad upload TTL: {exc!r}") from None
+        if seconds < 0 or times < 1:
+            raise ReceiverError(400, "invalid_ttl", "needs seconds >= 0 and times >= 1")
+        control.short_ttl, control.short_ttl_times = seconds, times
+        return _json({"seconds": seconds, "times": times}, status=201)
 
     @app.get(frontdoor.CONTROL_PREFIX + "faults")
     async def list_faults() -> Response:
