@@ -37,10 +37,19 @@ from catalog_sync.demo import mapped_shop, sorted_lines
 from catalog_sync.demo_shop import belongs_to_product
 from dag_support import SAFETY_LAG_S, SyncEnv, conn_json, make_sync_env
 from task_runs import delta_run, full_run
-from writers_support import OVERLAP_S, PAGE_SIZE, Scenario, Writers, plan_scenario, reset_products
+from writers_support import (
+    OPS,
+    OVERLAP_S,
+    PAGE_SIZE,
+    Scenario,
+    Writers,
+    plan_scenario,
+    reset_products,
+)
 
 SEED_ENV = "CATALOG_SYNC_SEED"
-DEFAULT_SEEDS = (1, 2)
+#: Seeds of `make test`: between them every kind of write, and transactions held open.
+DEFAULT_SEEDS = (14, 16)
 LONG_SCENARIOS_PER_DATABASE = 100
 #: The map's translated locales besides the base one.
 LOCALES = ("uk",)
@@ -152,6 +161,18 @@ def world(
     monkeypatch.setenv("CATALOG_SYNC_CONFIG", str(_product_map(tmp_path / "products.yaml")))
     yield WritersWorld(env, monkeypatch)
     env.engine.dispose()
+
+
+def test_the_default_seeds_exercise_every_kind_of_write() -> None:
+    scenarios = [plan_scenario(seed) for seed in DEFAULT_SEEDS]
+    ops = [op for scenario in scenarios for writer in scenario.writers for op in writer]
+    assert {op.kind for op in ops} == set(OPS) - {"held_update"}  # held: an update, held open
+    assert any(op.hold_s for op in ops)
+    assert any(op.whole_second for op in ops)
+
+
+def test_a_seed_plans_the_same_scenario_every_time() -> None:
+    assert plan_scenario(14) == plan_scenario(14) != plan_scenario(15)
 
 
 @pytest.mark.slow

@@ -71,7 +71,10 @@ class Scenario:
             for op in ops:
                 counts[op.kind] += 1
         done = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-        return f"{len(self.initial)} products, {len(self.writers)} writers: {done}"
+        held = sum(1 for ops in self.writers for op in ops if op.hold_s)
+        return (
+            f"{len(self.initial)} products, {len(self.writers)} writers: {done} ({held} held open)"
+        )
 
 
 def plan_scenario(seed: int) -> Scenario:
