@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-long lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: install
 
 test: install lint
 	$(BIN)/pytest
+
+# The reliability bulk that `make test` leaves out (CI runs both).
+test-long: install
+	$(BIN)/pytest -m long
 
 lint: install
 	$(BIN)/ruff check .

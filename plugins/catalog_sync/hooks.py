@@ -20,6 +20,7 @@ from airflow.sdk import BaseHook
 
 from catalog_sync import PLUGIN_VERSION, protocol
 from catalog_sync.connections import get_connection
+from catalog_sync.crashpoints import crash_point
 from catalog_sync.errors import ConfigurationError, ProtocolError, TransientError
 
 log = logging.getLogger(__name__)
@@ -617,6 +618,8 @@ class _SizedBody:
             yield chunk
 
     def read(self, amount: int = -1) -> bytes:
+        if self._remaining < self._size:  # some bytes are on their way already
+            crash_point("mid_upload")
         if self._remaining == 0:
             if self._source.read(1):
                 raise ConfigurationError(

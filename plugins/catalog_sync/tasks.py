@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from catalog_sync import extract, params, protocol, staging
+from catalog_sync.crashpoints import crash_after_first, crash_point
 from catalog_sync.errors import CatalogSyncError, ConfigurationError
 from catalog_sync.settings import Settings, load_settings
 
@@ -306,6 +307,7 @@ def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
         manifest["batches"],
         manifest["failures"]["count"],
     )
+    crash_point("after_extract")
     return {**item, "manifest": manifest}
 
 
@@ -330,7 +332,7 @@ def push_delta(item: Mapping[str, Any]) -> dict[str, Any]:
                 state,
                 target=item["target"],
                 kind=kind,
-                batches=staging.iter_batches(manifest["uri"]),
+                batches=crash_after_first(staging.iter_batches(manifest["uri"]), "mid_push"),
                 max_attempts=settings.dead_letter_max_attempts,
             )
             unmappable = delivery.record_failures(
@@ -345,6 +347,7 @@ def push_delta(item: Mapping[str, Any]) -> dict[str, Any]:
             raise
     counts = tally.to_dict()
     log.info("pushed %s: %s, %d unmappable dead-lettered", kind, counts, unmappable)
+    crash_point("after_push")
     return {**item, "tally": counts, "unmappable": unmappable}
 
 
@@ -583,6 +586,7 @@ def finalize_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
             _hold_lock(state, snapshot, load_settings())
         answer = _hook(snapshot["target"]).finalize(snapshot["sync_id"])
         log.info("finalized %s: %s", snapshot["sync_id"], protocol.dumps(answer)[:2000])
+        crash_point("after_finalize")
     return dict(snapshot)
 
 
