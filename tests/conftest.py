@@ -7,6 +7,7 @@ missing server fails the test instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -51,9 +52,9 @@ def _scratch_name() -> str:
     return f"cs_test_{secrets.token_hex(4)}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards."""
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards (skips when there is none)."""
     import psycopg
 
     name = _scratch_name()
@@ -62,9 +63,25 @@ def postgres_url() -> Iterator[str]:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
         database_unavailable("PostgreSQL at 127.0.0.1:5432", exc)
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    with scratch_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """One fresh PostgreSQL database shared by a test module (for slow set-ups)."""
+    with scratch_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from catalog_sync import params, tasks
 from catalog_sync.errors import ConfigurationError
-from catalog_sync.settings import Settings, load_settings
+from catalog_sync.settings import Settings, load_settings, timetable
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,13 @@ def build_delta_dag(
     settings: Settings | None = None, *, dag_id: str = DELTA_DAG_ID, retries: int | None = None
 ) -> Any:
     """The delta DAG; `retries` overrides the settings' (the `sync` command uses 0)."""
-    from airflow.sdk import CronTriggerTimetable, dag, task, task_group
+    from airflow.sdk import dag, task, task_group
 
     settings = settings or load_settings()
 
     @dag(
         dag_id=dag_id,
-        schedule=CronTriggerTimetable(settings.delta_schedule, timezone=settings.timezone),
+        schedule=timetable(settings.delta_schedule, settings.timezone),
         start_date=_start_date(settings),
         catchup=False,
         max_active_runs=1,

@@ -7,8 +7,11 @@ variable: a typo must never silently fall back to a default.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from catalog_sync.errors import ConfigurationError
 
@@ -28,6 +31,10 @@ ENV_LOCK_LEASE = "CATALOG_SYNC_LOCK_LEASE_SECONDS"
 DEFAULT_TARGET = "voicebot_default"
 DEFAULT_DELTA_SCHEDULE = "*/15 * * * *"
 DEFAULT_FULL_CRON = "0 3 * * *"
+
+#: A fixed interval instead of a cron: "30s", "5m", "2h" (cron's minimum is one minute).
+_DURATION = re.compile(r"(\d+)\s*([smh])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,40 @@ def _cron(name: str, default: str) -> str:
     return value
 
 
+def parse_duration(text: str) -> dt.timedelta | None:
+    """A duration such as "30s", "5m" or "2h" as a timedelta; None for anything else."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        return None
+    return dt.timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+
+
+def _schedule(name: str, default: str) -> str:
+    """A 5-field cron or a duration of at least one second."""
+    value = _text(name, default)
+    every = parse_duration(value)
+    if every is not None:
+        if every < dt.timedelta(seconds=1):
+            raise ConfigurationError(f"{name}={value!r}: a duration must be at least 1s")
+        return value
+    if len(value.split()) != 5:
+        raise ConfigurationError(
+            f"{name}={value!r} is neither a 5-field cron expression (e.g. {default!r}) nor a "
+            "duration such as '30s', '5m' or '2h'"
+        )
+    return value
+
+
+def timetable(schedule: str, timezone: str) -> Any:
+    """The timetable of a schedule setting (a duration: every that long; a cron: in `timezone`)."""
+    from airflow.sdk import CronTriggerTimetable, DeltaTriggerTimetable
+
+    every = parse_duration(schedule)
+    if every is not None:
+        return DeltaTriggerTimetable(every)
+    return CronTriggerTimetable(schedule, timezone=timezone)
+
+
 def load_settings() -> Settings:
     """The settings of this process's environment, validated."""
     import pendulum
@@ -95,7 +136,7 @@ def load_settings() -> Settings:
         )
     return Settings(
         target=_text(ENV_TARGET, DEFAULT_TARGET),
-        delta_schedule=_cron(ENV_DELTA_SCHEDULE, DEFAULT_DELTA_SCHEDULE),
+        delta_schedule=_schedule(ENV_DELTA_SCHEDULE, DEFAULT_DELTA_SCHEDULE),
         full_cron=_cron(ENV_FULL_CRON, DEFAULT_FULL_CRON),
         timezone=timezone,
         shrink_guard=shrink,
