@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,16 +198,20 @@ class TwoTargets:
 
 
 def make_two_targets(
-    make_receiver: Any,
+    receivers: dict[str, Any],
     source_url: str,
     tmp: Path,
     monkeypatch: pytest.MonkeyPatch,
     targets: dict[str, Any] | None = None,
 ) -> TwoTargets:
-    """The shop, two receivers (each target its own paired connection), the environment."""
+    """The shop, a fresh tenant per target (each its own paired connection), the environment.
+
+    `receivers` (target name -> Receiver) may be shared by a module: every test pairs its
+    own tenants and reads only their data; faults and the request log are cleared here.
+    """
     engine = create_source_engine(source_url)
     create_shop(engine)
-    receivers, tenants = {}, {}
+    tenants = {}
     # The state shares a server database with the shop, but not a SQLite file (one writer).
     state_url = f"sqlite:///{tmp / 'state.sqlite'}" if "sqlite" in source_url else source_url
     env = {
@@ -219,14 +224,27 @@ def make_two_targets(
         "CATALOG_SYNC_LOCK_TIMEOUT_SECONDS": "30",
     }
     for name in TARGETS.values():
-        receiver = make_receiver(f"sqlite:///{tmp / name}.sqlite")
-        tenants[name] = receiver.pair(site_url="")
+        tenants[name] = receivers[name].pair(site_url="")
         env[f"AIRFLOW_CONN_{name.upper()}"] = tenants[name].airflow_connection()
-        receiver.clear()
-        receivers[name] = receiver
+        receivers[name].clear()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return TwoTargets(engine, receivers, tenants, state_url, tmp, env)
+
+
+def target_receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Two real receivers on loopback, one per target (a module fixture's body)."""
+    from receiver_harness import start_receiver
+
+    started = {}
+    try:
+        for name in TARGETS.values():
+            workdir = tmp_path_factory.mktemp(name)
+            started[name] = start_receiver(f"sqlite:///{workdir / 'receiver.sqlite'}", workdir)
+        yield started
+    finally:
+        for receiver in started.values():
+            receiver.stop()
 
 
 def secrets_of(world: TwoTargets) -> list[str]:

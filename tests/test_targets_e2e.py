@@ -7,34 +7,47 @@ neither (tests/targets_support.py); on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import targets_support
 from catalog_sync import protocol
 from targets_support import TwoTargets, external_id, make_two_targets, secrets_of
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def target_receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Two receivers for the whole module: each test pairs its own tenants."""
+    yield from targets_support.target_receivers(tmp_path_factory)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def world(
     request: pytest.FixtureRequest,
-    make_receiver,
+    target_receivers,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     airflow_env,
 ) -> TwoTargets:
     source_url = request.getfixturevalue(f"{request.param}_url")
-    return make_two_targets(make_receiver, source_url, tmp_path, monkeypatch)
+    return make_two_targets(target_receivers, source_url, tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def sqlite_world(
-    make_receiver, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_env
+    target_receivers,
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    airflow_env,
 ) -> TwoTargets:
-    """For the command's own behaviour, which does not depend on the source database."""
-    return make_two_targets(make_receiver, sqlite_url, tmp_path, monkeypatch)
+    """For behaviour that does not depend on the source database (pausing, the command)."""
+    return make_two_targets(target_receivers, sqlite_url, tmp_path, monkeypatch)
 
 
 def _synced(world: TwoTargets, *, full: bool) -> None:
