@@ -3,8 +3,9 @@
 Delta: plan -> [extract -> push -> commit] per (target, kind) (a mapped task group, so a
 target or kind whose push failed does not block the commit of the others) -> report.
 Full: plan -> extract per (target, kind) (mapped, parallel) -> [assemble -> guards -> init
--> upload -> finalize -> commit] per target (a mapped task group: one snapshot per target;
-assemble gets every part and keeps its target's) -> report.
+-> upload -> finalize -> commit] per target (with a `targets:` section, a mapped task group
+`per_target`: one snapshot per target; assemble gets every part and keeps its target's;
+without one, the chain on its own, as it always was) -> report.
 
 Retries: a TransientError propagates and Airflow retries with exponential backoff
 (default_args); a ConfigurationError becomes AirflowFailException, which fails the task
@@ -92,6 +93,13 @@ def _kinds() -> list[str]:
     from catalog_sync.config import load_config
 
     return list(load_config().kinds)
+
+
+def _has_targets() -> bool:
+    """The map has a `targets:` section (the full DAG then snapshots per target)."""
+    from catalog_sync.config import load_config
+
+    return load_config().targets is not None
 
 
 def build_delta_dag(
@@ -208,13 +216,19 @@ def build_full_dag(
             _, dag_id, run_id = _context()
             return fail_fast(tasks.report)(planned, dag_id=dag_id, run_id=run_id)
 
+        def snapshot(group: Any, parts: Any) -> Any:
+            return commit(finalize(upload(init(guards(assemble(group, parts))))))
+
         @task_group
         def per_target(group: list[dict[str, Any]], parts: list[dict[str, Any]]) -> Any:
-            return commit(finalize(upload(init(guards(assemble(group, parts))))))
+            return snapshot(group, parts)
 
         planned = plan()
         parts = extract.expand(item=planned)
-        done = per_target.partial(parts=parts).expand(group=targets(planned))
+        if _has_targets():
+            done = per_target.partial(parts=parts).expand(group=targets(planned))
+        else:  # one target: the task graph it always had
+            done = snapshot(planned, parts)
         done >> report(planned)
 
     return full()

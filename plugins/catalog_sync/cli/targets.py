@@ -59,7 +59,7 @@ def _pairing(name: str) -> tuple[bool, str]:
 
     conn = find_connection(name)
     if conn is None:
-        return False, f"no Airflow connection {name!r}: pair it (catalog-sync pair --conn-id)"
+        return False, f"no Airflow connection {name!r}: pair it with --conn-id {name}"
     if conn.conn_type != "voicebot":
         return False, f"connection {name!r} has conn type {conn.conn_type!r}, not voicebot"
     if not conn.password or not conn.login or not conn.host:
