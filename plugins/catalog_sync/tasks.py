@@ -152,8 +152,11 @@ def _active_targets(catalog: Any, settings: Settings, state: Any) -> list[Any]:
 
 
 def _routed(item: Mapping[str, Any]) -> Any:
-    """The map as the item's target sees it (its filters on its kinds)."""
+    """The map as the item's target sees it (its filters on its kinds); without a
+    `targets:` section there are no filters."""
     catalog = _catalog()
+    if catalog.targets is None:
+        return catalog
     return catalog.for_target(catalog.target(item["target"], load_settings().target))
 
 
