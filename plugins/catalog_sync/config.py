@@ -15,7 +15,7 @@ import os
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,14 @@ _KIND_KEYS = frozenset(
     }
 )
 _HOST_KEYS = frozenset({"capabilities", "cart_endpoint", "metadata"})
-_TOP_KEYS = frozenset({"producer", "currency", "vars", "sync", "kinds"})
+_TOP_KEYS = frozenset({"producer", "currency", "vars", "sync", "kinds", "targets"})
+_TARGET_KEYS = frozenset({"kinds", "filters", "paused"})
+_FILTER_KEYS = frozenset({"where", "membership"})
+_MEMBERSHIP_KEYS = frozenset(
+    {"table", "local_key", "column", "value", "watermark", "deleted_column"}
+)
+#: Target names are Airflow connection ids (the paired connection of the target).
+_TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _TRANSLATION_KEYS = frozenset(
     {"locales", "base", "columns", "present", "fallback", "table", "foreign_key", "locale_column"}
 )
@@ -174,6 +181,36 @@ class VariationsConfig:
 
 
 @dataclass(frozen=True)
+class MembershipConfig:
+    """A row belongs to the target while a live membership row names it (docs/targets.md)."""
+
+    table: str
+    local_key: str  # the membership table's column holding the kind's primary key
+    column: str  # the column naming the platform
+    value: str | int  # this target's value in `column`
+    watermark: str | None  # change time of membership rows (membership changes in deltas)
+    deleted_column: str | None  # soft delete of membership rows
+
+
+@dataclass(frozen=True)
+class RouteFilter:
+    """Which rows of a kind a target receives: a predicate and/or a membership (both: AND)."""
+
+    where: str | None = None
+    membership: MembershipConfig | None = None
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One target: its paired connection (the name), the kinds it gets, their filters."""
+
+    name: str
+    kinds: tuple[str, ...]
+    filters: Mapping[str, RouteFilter] = field(default_factory=dict)
+    paused: str | None = None  # the reason, when paused in the map
+
+
+@dataclass(frozen=True)
 class KindConfig:
     kind: str
     table: str | None
@@ -191,6 +228,7 @@ class KindConfig:
     capabilities: tuple[str, ...] = ()  # host_profile only
     cart_endpoint: str | None = None  # host_profile only
     metadata: Mapping[str, Any] | None = None  # host_profile only
+    route: RouteFilter | None = None  # set by CatalogConfig.for_target: the target's filter
 
     @property
     def is_static(self) -> bool:
@@ -213,9 +251,40 @@ class CatalogConfig:
     currency: str = DEFAULT_CURRENCY
     vars: Mapping[str, Any] = field(default_factory=dict)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    #: The `targets:` section; None without one (one target, every kind: `target_list`).
+    targets: Mapping[str, TargetConfig] | None = None
 
     def error(self, key_path: Sequence[Any], problem: str, fix: str) -> ConfigurationError:
         return config_error(self.path, key_path, problem, fix)
+
+    def target_list(self, default: str) -> list[TargetConfig]:
+        """The configured targets; without a `targets:` section, `default` with every kind."""
+        if self.targets is None:
+            return [TargetConfig(name=default, kinds=tuple(self.kinds))]
+        return list(self.targets.values())
+
+    def target(self, name: str, default: str) -> TargetConfig:
+        """The target called `name`, or a clear error naming the configured ones."""
+        known = {target.name: target for target in self.target_list(default)}
+        if name not in known:
+            raise self.error(
+                ["targets", name],
+                f"no target {name!r}{did_you_mean(name, list(known))}",
+                "use one of " + ", ".join(known),
+            )
+        return known[name]
+
+    def for_target(self, target: TargetConfig) -> CatalogConfig:
+        """This map as `target` sees it: each routed kind carries the target's filter.
+
+        Every kind stays (a `ref` reads the referenced kind's external id); which kinds
+        are sent is `target.kinds`.
+        """
+        kinds = {
+            kind: replace(config, route=target.filters.get(kind))
+            for kind, config in self.kinds.items()
+        }
+        return replace(self, kinds=kinds)
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -386,6 +455,7 @@ def parse_config(document: Any, file: Path) -> CatalogConfig:
                 "use one of " + ", ".join(protocol.KINDS),
             )
         kinds[kind] = v.kind(kind, raw, variables)
+    targets = None if top.get("targets") is None else v.targets(top["targets"], kinds)
     return CatalogConfig(
         path=file,
         producer=producer,
@@ -393,6 +463,7 @@ def parse_config(document: Any, file: Path) -> CatalogConfig:
         currency=currency,
         vars=variables,
         sync=sync,
+        targets=targets,
     )
 
 
@@ -481,6 +552,118 @@ class _Validator:
                 )
             names.append(name)
         return tuple(names)
+
+    # -- targets ------------------------------------------------------------------------
+
+    def targets(self, raw: Any, kinds: Mapping[str, KindConfig]) -> dict[str, TargetConfig]:
+        section = self.mapping(raw, ["targets"], "give a mapping of target name -> settings")
+        if not section:
+            raise self.error(
+                ["targets"],
+                "no targets listed",
+                "list at least one target (e.g. `voicebot_default: {}`) or remove the section",
+            )
+        targets = {}
+        for name, value in section.items():
+            path: list[Any] = ["targets", name]
+            if not isinstance(name, str) or not _TARGET_RE.match(name):
+                raise self.error(
+                    path,
+                    f"{name!r} is not a usable target name",
+                    "name the target's Airflow connection id (letters, digits, _ . -)",
+                )
+            targets[name] = self.target(name, value, path, kinds)
+        return targets
+
+    def target(
+        self, name: str, raw_value: Any, path: list[Any], kinds: Mapping[str, KindConfig]
+    ) -> TargetConfig:
+        raw = self.mapping(raw_value, path, "give a mapping with kinds, filters, paused")
+        self.known_keys(raw, path, _TARGET_KEYS)
+        listed = raw.get("kinds")
+        if listed is None:
+            routed = tuple(kinds)
+        else:
+            if not isinstance(listed, list) or not listed:
+                raise self.error(
+                    [*path, "kinds"],
+                    "expected a non-empty list of kinds",
+                    "give e.g. [product, category], or leave kinds out for every kind",
+                )
+            for i, kind in enumerate(listed):
+                if kind not in kinds:
+                    raise self.error(
+                        [*path, "kinds", i],
+                        f"{kind!r} is not a kind of this map{did_you_mean(str(kind), list(kinds))}",
+                        "use one of " + ", ".join(kinds),
+                    )
+            routed = tuple(kind for kind in kinds if kind in listed)  # map order
+        filters_raw = self.mapping(raw.get("filters"), [*path, "filters"], "give kind: filter")
+        filters = {}
+        for kind, spec in filters_raw.items():
+            at = [*path, "filters", kind]
+            if kind not in routed:
+                raise self.error(
+                    at,
+                    f"kind {kind!r} is not sent to this target"
+                    + did_you_mean(str(kind), list(routed)),
+                    f"add {kind} to targets.{name}.kinds or remove its filter",
+                )
+            config = kinds[kind]
+            if config.table is None and config.select is None:
+                raise self.error(
+                    at,
+                    f"kind {kind!r} has no table or select to filter "
+                    f"({'a custom source' if config.source else 'it is made from the map'})",
+                    "remove the filter (a custom source filters in its own code)",
+                )
+            filters[kind] = self.route(spec, at)
+        paused = raw.get("paused")
+        if paused is not None and (not isinstance(paused, str) or not paused.strip()):
+            raise self.error(
+                [*path, "paused"],
+                f"{paused!r} is not a reason",
+                "give the reason as text, e.g. paused: 'site migration until Monday'",
+            )
+        return TargetConfig(
+            name=name, kinds=routed, filters=filters, paused=paused.strip() if paused else None
+        )
+
+    def route(self, raw_value: Any, path: list[Any]) -> RouteFilter:
+        raw = self.mapping(raw_value, path, "give {where: ...} and/or {membership: ...}")
+        self.known_keys(raw, path, _FILTER_KEYS)
+        if not raw:
+            raise self.error(path, "empty filter", "give where: and/or membership:, or remove it")
+        where = raw.get("where")
+        if where is not None and (not isinstance(where, str) or not where.strip()):
+            raise self.error(
+                [*path, "where"], f"{where!r} is not an SQL predicate", "give e.g. 'price >= 100'"
+            )
+        membership = None
+        if raw.get("membership") is not None:
+            at = [*path, "membership"]
+            section = self.mapping(raw["membership"], at, "give table, local_key, column, value")
+            self.known_keys(section, at, _MEMBERSHIP_KEYS)
+            for key in ("table", "local_key", "column", "value"):
+                if section.get(key) is None:
+                    raise self.error(
+                        [*at, key],
+                        "missing",
+                        "a membership needs table, local_key (pointing at the row), column "
+                        "and value (this target's value in column)",
+                    )
+            value = section["value"]
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise self.error([*at, "value"], f"{value!r} is not text or a number", "fix it")
+            membership = MembershipConfig(
+                table=self.ident(section["table"], [*at, "table"], "a table name"),
+                local_key=self.ident(section["local_key"], [*at, "local_key"]),
+                column=self.ident(section["column"], [*at, "column"]),
+                value=value,
+                watermark=self.optional_ident(section, "watermark", at),
+                deleted_column=self.optional_ident(section, "deleted_column", at),
+            )
+        return RouteFilter(where=where.strip() if where else None, membership=membership)
 
     # -- kinds --------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """Builds the two DAGs (TaskFlow, `airflow.sdk`) over the task bodies in `catalog_sync.tasks`.
 
-Delta: plan -> [extract -> push -> commit] per kind (a mapped task group, so a kind whose
-push failed does not block the commit of the others) -> report.
-Full: plan -> extract per kind (mapped, parallel) -> assemble -> guards -> init -> upload
--> finalize -> commit -> report.
+Delta: plan -> [extract -> push -> commit] per (target, kind) (a mapped task group, so a
+target or kind whose push failed does not block the commit of the others) -> report.
+Full: plan -> extract per (target, kind) (mapped, parallel) -> [assemble -> guards -> init
+-> upload -> finalize -> commit] per target (with a `targets:` section, a mapped task group
+`per_target`: one snapshot per target; assemble gets every part and keeps its target's;
+without one, the chain on its own, as it always was) -> report.
 
 Retries: a TransientError propagates and Airflow retries with exponential backoff
 (default_args); a ConfigurationError becomes AirflowFailException, which fails the task
@@ -93,6 +95,13 @@ def _kinds() -> list[str]:
     return list(load_config().kinds)
 
 
+def _has_targets() -> bool:
+    """The map has a `targets:` section (the full DAG then snapshots per target)."""
+    from catalog_sync.config import load_config
+
+    return load_config().targets is not None
+
+
 def build_delta_dag(
     settings: Settings | None = None, *, dag_id: str = DELTA_DAG_ID, retries: int | None = None
 ) -> Any:
@@ -149,7 +158,7 @@ def build_full_dag(
     settings: Settings | None = None, *, dag_id: str = FULL_DAG_ID, retries: int | None = None
 ) -> Any:
     """The full DAG; `retries` overrides the settings' (the `sync` command uses 0)."""
-    from airflow.sdk import CronTriggerTimetable, dag, task
+    from airflow.sdk import CronTriggerTimetable, dag, task, task_group
 
     settings = settings or load_settings()
 
@@ -173,6 +182,10 @@ def build_full_dag(
         @task
         def extract(item: dict[str, Any]) -> dict[str, Any]:
             return fail_fast(tasks.extract_full)(item)
+
+        @task
+        def targets(planned: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+            return tasks.by_target(planned)
 
         @task
         def assemble(planned: list[dict[str, Any]], parts: list[dict[str, Any]]) -> dict:
@@ -203,9 +216,19 @@ def build_full_dag(
             _, dag_id, run_id = _context()
             return fail_fast(tasks.report)(planned, dag_id=dag_id, run_id=run_id)
 
+        def snapshot(group: Any, parts: Any) -> Any:
+            return commit(finalize(upload(init(guards(assemble(group, parts))))))
+
+        @task_group
+        def per_target(group: list[dict[str, Any]], parts: list[dict[str, Any]]) -> Any:
+            return snapshot(group, parts)
+
         planned = plan()
         parts = extract.expand(item=planned)
-        done = commit(finalize(upload(init(guards(assemble(planned, parts))))))
+        if _has_targets():
+            done = per_target.partial(parts=parts).expand(group=targets(planned))
+        else:  # one target: the task graph it always had
+            done = snapshot(planned, parts)
         done >> report(planned)
 
     return full()

@@ -38,7 +38,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from catalog_sync import mapping, staging
-from catalog_sync.config import CatalogConfig, KindConfig, SyncSettings
+from catalog_sync.config import (
+    CatalogConfig,
+    KindConfig,
+    MembershipConfig,
+    RouteFilter,
+    SyncSettings,
+    TargetConfig,
+)
 from catalog_sync.errors import CatalogSyncError
 from catalog_sync.mapping import Deletion, Entity, KindMapper, MappingFailure
 from catalog_sync.source import database_now
@@ -115,7 +122,11 @@ def prepare(engine: sa.Engine, catalog: CatalogConfig) -> dict[str, KindMapper]:
 
 
 class _KindQuery:
-    """SELECT statements over a kind's table or select, aliased `src`."""
+    """SELECT statements over a kind's table or select, aliased `src`.
+
+    With a target's route (`config.route`), a row the target is not routed is flagged
+    like a deleted one: a delta sends it as a delete, a snapshot leaves it out.
+    """
 
     def __init__(self, dialect: sa.Dialect, config: KindConfig) -> None:
         quote = dialect.identifier_preparer.quote
@@ -133,10 +144,51 @@ class _KindQuery:
             deleted = f"src.{quote(config.deleted_column)} IS NOT NULL"
         elif config.deleted_when:
             deleted = config.deleted_when
-        # CASE turns a NULL predicate into "not deleted" in both directions.
-        self.flag = (
-            sa.literal_column(f"CASE WHEN ({deleted}) THEN 1 ELSE 0 END") if deleted else None
+        self.membership = None
+        member = None
+        if config.route is not None:
+            member, self.membership = _route_predicate(config.route, self.pk)
+        # CASE turns a NULL predicate into "not deleted" and a NULL membership into "not a
+        # member" (a predicate on a NULL column routes nothing).
+        one, zero = sa.literal_column("1"), sa.literal_column("0")
+        whens: list[tuple[Any, Any]] = []
+        if deleted:
+            whens.append((sa.literal_column(f"({deleted})", sa.Boolean), one))
+        if member is not None:
+            whens.append((member, zero))
+        self.flag = None
+        if whens:
+            self.flag = sa.case(*whens, else_=one if member is not None else zero)
+
+    def membership_page(self, window: Window, after: Any, limit: int) -> sa.Select | None:
+        """Rows outside `window` whose membership rows changed in it, keyset on the primary key.
+
+        None when nothing can be found this way (no membership watermark, or a first run,
+        whose window already holds every row).
+        """
+        member = self.membership
+        if member is None or window.low is None:
+            return None
+        table, config = member
+        changed = (
+            sa.exists()
+            .where(table.c[config.local_key] == self.pk)
+            .where(table.c[config.watermark] >= sa.bindparam("m_low", window.low, sa.DateTime))
+            .where(table.c[config.watermark] < sa.bindparam("m_high", window.high, sa.DateTime))
         )
+        stmt = self.select(with_flag=True).where(changed)
+        if self.watermark is not None:  # the window's own pages hold those rows already
+            wm = self.watermark
+            stmt = stmt.where(
+                sa.or_(
+                    wm.is_(None),
+                    wm < sa.bindparam("low", window.low, sa.DateTime),
+                    wm >= sa.bindparam("high", window.high, sa.DateTime),
+                )
+            )
+        if after is not None:
+            stmt = stmt.where(self.pk > sa.bindparam("after_pk", after))
+        return stmt.order_by(self.pk).limit(limit)
 
     def select(self, *, with_flag: bool) -> sa.Select:
         columns: list[Any] = [sa.literal_column("src.*")]
@@ -180,7 +232,11 @@ class _KindQuery:
 def iter_window_pages(
     conn: sa.Connection, config: KindConfig, window: Window, page_size: int
 ) -> Iterator[Sequence[sa.RowMapping]]:
-    """Keyset pages of the rows in `window`, deleted ones included (flagged)."""
+    """Keyset pages of the rows in `window`, deleted (or no longer routed) ones flagged.
+
+    Then, for a target routed by a membership table, the rows whose membership rows
+    changed in the window: they joined or left the target.
+    """
     query = _KindQuery(conn.dialect, config)
     if window.low is None and config.watermark is not None:
         _warn_null_watermarks(conn, query)
@@ -190,9 +246,17 @@ def iter_window_pages(
         if rows:
             yield rows
         if len(rows) < page_size:
-            return
+            break
         last = rows[-1]
         after = (last[config.watermark] if config.watermark else None, last[config.primary_key])
+    after_pk = None
+    while (stmt := query.membership_page(window, after_pk, page_size)) is not None:
+        rows = conn.execute(stmt).mappings().all()
+        if rows:
+            yield rows
+        if len(rows) < page_size:
+            return
+        after_pk = rows[-1][config.primary_key]
 
 
 def _warn_null_watermarks(conn: sa.Connection, query: _KindQuery) -> None:
@@ -208,6 +272,56 @@ def _warn_null_watermarks(conn: sa.Connection, query: _KindQuery) -> None:
             count,
             query.config.watermark,
         )
+
+
+def _route_predicate(
+    route: RouteFilter, pk: sa.ColumnElement[Any]
+) -> tuple[sa.ColumnElement[bool], tuple[sa.TableClause, MembershipConfig] | None]:
+    """The SQL for "this row goes to the target", and the membership table when there is one."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if route.where is not None:
+        conditions.append(sa.literal_column(f"({route.where})", sa.Boolean))
+    membership = None
+    config = route.membership
+    if config is not None:
+        names = [config.local_key, config.column, config.watermark, config.deleted_column]
+        table = sa.table(
+            config.table, *(sa.column(name) for name in dict.fromkeys(n for n in names if n))
+        ).alias("cs_member")
+        live = (
+            sa.exists()
+            .where(table.c[config.local_key] == pk)
+            .where(table.c[config.column] == sa.literal(config.value))
+        )
+        if config.deleted_column is not None:
+            live = live.where(table.c[config.deleted_column].is_(None))
+        conditions.append(live)
+        if config.watermark is not None:
+            membership = (table, config)
+    return sa.and_(*conditions), membership
+
+
+def check_routes(
+    engine: sa.Engine, catalog: CatalogConfig, targets: Sequence[TargetConfig]
+) -> None:
+    """Run each target's filters once against the live database: a typo fails the plan."""
+    with engine.connect() as conn:
+        for target in targets:
+            routed = catalog.for_target(target)
+            for kind in target.filters:
+                query = _KindQuery(conn.dialect, routed.kinds[kind])
+                try:
+                    conn.execute(query.live_by_pk(limit=1)).all()
+                except sa.exc.DBAPIError as exc:
+                    conn.rollback()
+                    first = next(iter(str(exc.orig).strip().splitlines()), "")
+                    raise catalog.error(
+                        ["targets", target.name, "filters", kind],
+                        f"the filter fails on the source database ({type(exc.orig).__name__}: "
+                        f"{first})",
+                        "fix the predicate or the membership table and columns",
+                    ) from None
+        conn.rollback()
 
 
 def iter_live_pages(

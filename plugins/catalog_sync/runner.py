@@ -60,12 +60,11 @@ def run_once(*, full: bool, conf: dict[str, Any], retries: int = 0) -> RunOutcom
 
 
 def _ledger(run_id: str) -> list[Any]:
-    from catalog_sync.settings import load_settings
+    """The run's ledger lines, every target's."""
     from catalog_sync.state import StateStore
 
     state = StateStore.from_airflow()
     try:
-        target = load_settings().target
-        return [e for e in state.ledger(target=target, limit=500) if e.run_id == run_id]
+        return [e for e in state.ledger(limit=5000) if e.run_id == run_id]
     finally:
         state.dispose()

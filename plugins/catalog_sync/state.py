@@ -216,6 +216,17 @@ pending_windows = sa.Table(
 )
 
 
+#: Targets paused by a person (`catalog-sync targets pause`): plan skips them, their
+#: watermarks stay, so they catch up on resume.
+paused_targets = sa.Table(
+    "paused_targets",
+    metadata,
+    sa.Column("target", byte_text(_ID_LENGTH), primary_key=True),
+    sa.Column("reason", _long_text(), nullable=False),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One step from `version - 1` to `version`, written against the database as it was.
@@ -237,10 +248,15 @@ def _add_pending_windows(conn: sa.Connection) -> None:
     pending_windows.create(conn, checkfirst=True)
 
 
+def _add_paused_targets(conn: sa.Connection) -> None:
+    paused_targets.create(conn, checkfirst=True)
+
+
 #: Ordered; append new steps, never edit or reorder released ones.
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _initial),
     Migration(2, "pending_windows (resume a crashed delta window)", _add_pending_windows),
+    Migration(3, "paused_targets (catalog-sync targets pause)", _add_paused_targets),
 ]
 
 
@@ -937,6 +953,69 @@ class StateStore:
         ).limit(limit)
         with self._begin() as conn:
             return [_ledger_entry(row) for row in conn.execute(query)]
+
+    def last_successes(self, target: str) -> dict[str, dt.datetime]:
+        """Per kind, when its last committed run (delta or full) of `target` finished."""
+        self._require_schema()
+        query = (
+            sa.select(sync_runs.c.kind, sa.func.max(sync_runs.c.finished_at).label("at"))
+            .where(sync_runs.c.target == target, sync_runs.c.status == "committed")
+            .group_by(sync_runs.c.kind)
+        )
+        with self._begin() as conn:
+            return {row.kind: row.at for row in conn.execute(query) if row.at is not None}
+
+    # --- targets ---------------------------------------------------------------------
+
+    def watermarks(self, target: str) -> dict[str, dt.datetime]:
+        """Every kind's watermark of `target` (kinds without one are left out)."""
+        self._require_schema()
+        query = sa.select(sync_state.c.kind, sync_state.c.watermark).where(
+            sync_state.c.target == target, sync_state.c.watermark.is_not(None)
+        )
+        with self._begin() as conn:
+            return {row.kind: row.watermark for row in conn.execute(query)}
+
+    def dead_letter_depth(self, target: str) -> dict[str, int]:
+        """Per kind, how many live dead-letter entries `target` has (exhausted included)."""
+        self._require_schema()
+        query = (
+            sa.select(dead_letter.c.kind, sa.func.count().label("n"))
+            .where(dead_letter.c.target == target, dead_letter.c.live_identity.is_not(None))
+            .group_by(dead_letter.c.kind)
+        )
+        with self._begin() as conn:
+            return {row.kind: int(row.n) for row in conn.execute(query)}
+
+    def pause_target(self, target: str, reason: str) -> None:
+        """Pause `target` (plan skips it) with a reason people will read; re-pausing rewords."""
+        _check_key(target, "target", _ID_LENGTH)
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigurationError(
+                f"pausing {target!r} needs a reason (e.g. --reason 'site migration'); it is "
+                "shown by `catalog-sync targets` and in every run's log"
+            )
+        self._require_schema()
+        self._upsert(
+            paused_targets, {"target": target}, {"reason": reason.strip(), "paused_at": _now()}
+        )
+
+    def resume_target(self, target: str) -> bool:
+        """Un-pause `target`; False when it was not paused here."""
+        self._require_schema()
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    sa.delete(paused_targets).where(paused_targets.c.target == target)
+                ).rowcount
+            )
+
+    def paused(self) -> dict[str, tuple[str, dt.datetime]]:
+        """Targets paused here: name -> (reason, since when)."""
+        self._require_schema()
+        with self._begin() as conn:
+            rows = conn.execute(sa.select(paused_targets))
+            return {row.target: (row.reason, row.paused_at) for row in rows}
 
     # --- lock ------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Each function takes what its upstream task returned (XCom: URIs, counts, checksums,
 windows; never payloads, never the secret) and returns the same kind of dict. Every
-dict carries the run's identity (`run_id`, `dag_id`, `run_key`, `target`), so a mapped
-task needs nothing else. `dag_factory` wraps them in `@task`s and turns a
+dict carries the run's identity (`run_id`, `dag_id`, `run_key`) and its `target`, so a
+mapped task needs nothing else. `dag_factory` wraps them in `@task`s and turns a
 ConfigurationError into Airflow's fail-fast exception.
 
 Order of effects, so that a crash anywhere loses nothing and applies nothing twice:
@@ -12,6 +12,10 @@ receiver replays a batch id it already applied) -> commit moves the watermark wi
 compare-and-set. Push records the window as pending (state database) before its first
 batch; a crash before commit leaves that record, and the next run resumes it: the same
 window and the same staged batches (same batch ids, answered as replays), then commits.
+
+Targets (docs/targets.md): plan makes one item per (target, kind) of every target that
+is not paused; each item stages under its own key and reads the kind through its target's
+filter, so targets share nothing but the run.
 
 The target lock (state database) is held from the first push (delta) or `init` (full)
 until `report`, so a delta and a full of the same target never interleave their push
@@ -101,15 +105,60 @@ def _hold_lock(state: Any, item: Mapping[str, Any], settings: Settings) -> None:
     )
 
 
-def _run_identity(conf_mode: str, dag_id: str, run_id: str, settings: Settings) -> dict[str, Any]:
+def _run_identity(conf_mode: str, dag_id: str, run_id: str) -> dict[str, Any]:
     return {
         "mode": conf_mode,
         "dag_id": dag_id,
         "run_id": run_id,
         "run_key": run_key(dag_id, run_id),
-        "target": settings.target,
         "started_at": _now().isoformat(),
     }
+
+
+def _for_target(identity: Mapping[str, Any], target: str, catalog: Any) -> dict[str, Any]:
+    """The run's identity for one target; `stage_key` names its staging folder and batch ids.
+
+    Without a `targets:` section the one target stages under the run key, as it always did.
+    """
+    key = identity["run_key"]
+    stage_key = key if catalog.targets is None else f"{key}__{target}"
+    return {**identity, "target": target, "stage_key": staging.safe_segment(stage_key)}
+
+
+def _stage_key(item: Mapping[str, Any]) -> str:
+    return item.get("stage_key") or item["run_key"]
+
+
+def paused_targets(catalog: Any, settings: Settings, state: Any) -> dict[str, str]:
+    """Paused target -> reason: `paused:` in the map, else `catalog-sync targets pause`."""
+    stored = state.paused()
+    paused = {}
+    for target in catalog.target_list(settings.target):
+        reason = target.paused or stored.get(target.name, (None, None))[0]
+        if reason:
+            paused[target.name] = reason
+    return paused
+
+
+def _active_targets(catalog: Any, settings: Settings, state: Any) -> list[Any]:
+    """The targets this run sends to; a paused one is logged and keeps its watermarks."""
+    paused = paused_targets(catalog, settings, state)
+    for name, reason in paused.items():
+        log.warning(
+            "target %s is paused (%s): skipped; its watermarks stay, so it catches up on resume",
+            name,
+            reason,
+        )
+    return [t for t in catalog.target_list(settings.target) if t.name not in paused]
+
+
+def _routed(item: Mapping[str, Any]) -> Any:
+    """The map as the item's target sees it (its filters on its kinds); without a
+    `targets:` section there are no filters."""
+    catalog = _catalog()
+    if catalog.targets is None:
+        return catalog
+    return catalog.for_target(catalog.target(item["target"], load_settings().target))
 
 
 def _ledger(state: Any, item: Mapping[str, Any], *, status: str, **counts: Any) -> None:
@@ -204,25 +253,30 @@ def _resume(
 
 
 def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Validate the run, check the map against the live database, fix one window per kind."""
+    """Validate the run, check the map against the live database, fix one window per
+    (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
     run = params.check_conf(conf, mode=params.DELTA, kinds=list(catalog.kinds))
-    identity = _run_identity(params.DELTA, dag_id, run_id, settings)
+    identity = _run_identity(params.DELTA, dag_id, run_id)
     items = []
     with _engine() as engine, _state() as state:
         state.ensure_schema()
         extract.prepare(engine, catalog)
+        targets = _active_targets(catalog, settings, state)
+        extract.check_routes(engine, catalog, targets)
+        pairs = [(t, k) for t in targets for k in run.kinds if k in t.kinds]
         with engine.connect() as conn:
-            for kind in run.kinds:
-                stored = state.watermark(settings.target, kind)
+            for target, kind in pairs:
+                base = _for_target(identity, target.name, catalog)
+                stored = state.watermark(target.name, kind)
                 # A `since` run or a dry run leaves a pending window alone (and keeps it).
                 resumable = run.since is None and not run.dry_run
-                pending = _resume(state, settings.target, kind, stored) if resumable else None
+                pending = _resume(state, target.name, kind, stored) if resumable else None
                 if pending is not None:
                     items.append(
                         {
-                            **identity,
+                            **base,
                             "kind": kind,
                             "dry_run": False,
                             "window": pending["window"],
@@ -244,7 +298,7 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
                     window = extract.Window(low=run.since, high=window.high)
                 items.append(
                     {
-                        **identity,
+                        **base,
                         "kind": kind,
                         "dry_run": run.dry_run,
                         "window": window.to_dict(),
@@ -260,7 +314,8 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
         else:
             note = "" if item["commit"] else " (since: the watermark will not move)"
         log.info(
-            "plan %s: window %s .. %s%s",
+            "plan %s/%s: window %s .. %s%s",
+            item["target"],
             item["kind"],
             item["window"]["low"] or "(first run)",
             item["window"]["high"],
@@ -280,7 +335,7 @@ def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
         log.info("resumed %s: sending the staged %s as is", item["kind"], item["manifest"]["uri"])
         return dict(item)
 
-    catalog = _catalog()
+    catalog = _routed(item)
     kind, target = item["kind"], item["target"]
     with _engine() as engine, _state() as state:
         mappers = mapping.compile_mappers(catalog, engine)
@@ -295,13 +350,14 @@ def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
             catalog,
             kind,
             extract.Window.from_dict(item["window"]),
-            run_key=item["run_key"],
+            run_key=_stage_key(item),
             mappers=mappers,
             redrive=redrive,
         )
     log.info(
-        "extracted %s: %d upserts, %d deletes in %d batches, %d unmappable",
+        "extracted %s for %s: %d upserts, %d deletes in %d batches, %d unmappable",
         kind,
+        target,
         manifest["upserts"],
         manifest["deletes"],
         manifest["batches"],
@@ -346,7 +402,9 @@ def push_delta(item: Mapping[str, Any]) -> dict[str, Any]:
             _ledger(state, item, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
     counts = tally.to_dict()
-    log.info("pushed %s: %s, %d unmappable dead-lettered", kind, counts, unmappable)
+    log.info(
+        "pushed %s to %s: %s, %d unmappable dead-lettered", kind, item["target"], counts, unmappable
+    )
     crash_point("after_push")
     return {**item, "tally": counts, "unmappable": unmappable}
 
@@ -386,7 +444,7 @@ def commit_delta(item: Mapping[str, Any]) -> dict[str, Any]:
                 if pending is not None:
                     state.clear_pending_window(item["target"], item["kind"], pending)
         _ledger(state, item, status=status, **counts)
-    return {"kind": item["kind"], "status": status, **counts}
+    return {"target": item["target"], "kind": item["kind"], "status": status, **counts}
 
 
 def _alert(dead: int, run_id: str, target: str) -> None:
@@ -398,22 +456,29 @@ def _alert(dead: int, run_id: str, target: str) -> None:
 
 
 def report(plan: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Log a table of the run's ledger lines, release the lock, alert on dead letters."""
+    """Log a table of the run's ledger lines per target, release the locks, alert on dead
+    letters; fail the run if a (target, kind) did not finish (the others did their part)."""
     settings = load_settings()
-    target = settings.target
+    catalog = _catalog()
     key = run_key(dag_id, run_id)
+    targets = [target.name for target in catalog.target_list(settings.target)]
     with _state() as state:
         state.ensure_schema()
-        lines = [e for e in state.ledger(target=target, limit=500) if e.run_id == run_id]
-        state.release_lock(target, key)
-    by_kind = {line.kind: line for line in lines}
-    kinds = [item["kind"] for item in plan] or sorted(by_kind)
-    header = f"{'kind':<18}{'status':>12}{'extracted':>11}{'accepted':>10}{'dead':>8}"
+        lines = [e for e in state.ledger(limit=5000) if e.run_id == run_id]
+        for target in dict.fromkeys([*targets, *(item.get("target") for item in plan)]):
+            if target:
+                state.release_lock(target, key)
+        paused = paused_targets(catalog, settings, state)
+    by_pair = {(line.target, line.kind): line for line in lines}
+    pairs = [(item.get("target") or settings.target, item["kind"]) for item in plan]
+    pairs = list(dict.fromkeys(pairs)) or sorted(by_pair)
+    header = f"{'target':<20}{'kind':<18}{'status':>12}{'extracted':>11}{'accepted':>10}{'dead':>8}"
     table = [header]
     rows = []
-    for kind in kinds:
-        line = by_kind.get(kind)
+    for target, kind in pairs:
+        line = by_pair.get((target, kind))
         row = {
+            "target": target,
             "kind": kind,
             "status": line.status if line else "not_run",
             "extracted": line.extracted if line else 0,
@@ -422,67 +487,108 @@ def report(plan: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str) -> di
         }
         rows.append(row)
         table.append(
-            f"{kind:<18}{row['status']:>12}{row['extracted']:>11}{row['accepted']:>10}"
-            f"{row['dead_lettered']:>8}"
+            f"{target:<20}{kind:<18}{row['status']:>12}{row['extracted']:>11}"
+            f"{row['accepted']:>10}{row['dead_lettered']:>8}"
         )
+    table += [f"{name:<20}{'(paused)':<18} {reason}" for name, reason in paused.items()]
     log.info("run %s of %s:\n%s", run_id, dag_id, "\n".join(table))
-    dead = sum(row["dead_lettered"] for row in rows)
-    if dead:
-        _alert(dead, run_id, target)
-    unfinished = [row["kind"] for row in rows if row["status"] not in DONE]
+    dead_by_target: dict[str, int] = {}
+    for row in rows:
+        dead_by_target[row["target"]] = dead_by_target.get(row["target"], 0) + row["dead_lettered"]
+    for target, dead in dead_by_target.items():
+        if dead:
+            _alert(dead, run_id, target)
+    unfinished = [f"{row['target']}/{row['kind']}" for row in rows if row["status"] not in DONE]
     if unfinished:
         raise RunFailed(
-            f"kind(s) {', '.join(unfinished)} did not finish; their failed task's log says why"
+            f"{', '.join(unfinished)} did not finish (the other targets and kinds did their "
+            "part); their failed task's log says why"
         )
-    return {"kinds": rows, "dead_lettered": dead}
+    return {"kinds": rows, "dead_lettered": sum(dead_by_target.values()), "paused": paused}
 
 
 # --- full ---------------------------------------------------------------------------------
 
 
 def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Validate the run and the map against the live database; one item per kind."""
+    """Validate the run and the map against the live database; one item per (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
     run = params.check_conf(conf, mode=params.FULL, kinds=list(catalog.kinds))
-    identity = _run_identity(params.FULL, dag_id, run_id, settings)
+    identity = _run_identity(params.FULL, dag_id, run_id)
     with _engine() as engine, _state() as state:
         state.ensure_schema()
         extract.prepare(engine, catalog)
+        targets = _active_targets(catalog, settings, state)
+        extract.check_routes(engine, catalog, targets)
     return [
-        {**identity, "kind": kind, "dry_run": run.dry_run, "force": run.force} for kind in run.kinds
+        {
+            **_for_target(identity, target.name, catalog),
+            "kind": kind,
+            "dry_run": run.dry_run,
+            "force": run.force,
+        }
+        for target in targets
+        for kind in run.kinds
+        if kind in target.kinds
     ]
 
 
+def by_target(plan: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The full plan split per target, in plan order: one snapshot each."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in plan:
+        groups.setdefault(item["target"], []).append(dict(item))
+    return list(groups.values())
+
+
 def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Stage one kind's snapshot in its own repeatable-read transaction (its own point)."""
+    """Stage one kind's snapshot for one target in its own repeatable-read transaction (its
+    own point), through the target's filter."""
     from catalog_sync import mapping
 
-    catalog = _catalog()
+    catalog = _routed(item)
     with _engine() as engine:
         snapshot = extract.extract_snapshot(
             engine,
             catalog,
-            run_key=item["run_key"],
+            run_key=_stage_key(item),
             kinds=[item["kind"]],
             mappers=mapping.compile_mappers(catalog, engine),
         )
     part = snapshot["parts"][0]
-    log.info("snapshot of %s at %s: %d lines", item["kind"], snapshot["point"], part["lines"])
-    return {"kind": item["kind"], "point": snapshot["point"], "part": part}
+    log.info(
+        "snapshot of %s for %s at %s: %d lines",
+        item["kind"],
+        item["target"],
+        snapshot["point"],
+        part["lines"],
+    )
+    return {
+        "target": item["target"],
+        "kind": item["kind"],
+        "point": snapshot["point"],
+        "part": part,
+    }
 
 
 def assemble(plan: Sequence[Mapping[str, Any]], parts: Sequence[Mapping[str, Any]]) -> dict:
-    """Join the kinds' parts, in map order, into the one upload."""
+    """Join the kinds' parts of the plan's target, in map order, into its one upload.
+
+    `parts` may hold every target's parts (the DAG maps this over targets): only the
+    plan's target's are taken.
+    """
     first = plan[0]
-    by_kind = {entry["kind"]: entry for entry in parts}
+    target = first["target"]
+    by_kind = {entry["kind"]: entry for entry in parts if entry.get("target", target) == target}
     ordered = [by_kind[item["kind"]] for item in plan]
     upload = staging.assemble_snapshot(
         [entry["part"] for entry in ordered],
-        staging.join(staging.staging_root(), first["run_key"], "snapshot.ndjson.gz"),
+        staging.join(staging.staging_root(), _stage_key(first), "snapshot.ndjson.gz"),
     )
+    keep = ("mode", "dag_id", "run_id", "run_key", "stage_key", "target", "started_at")
     return {
-        **{k: first[k] for k in ("mode", "dag_id", "run_id", "run_key", "target", "started_at")},
+        **{k: first[k] for k in keep if k in first},
         "dry_run": first["dry_run"],
         "force": first["force"],
         "upload": upload,
@@ -627,4 +733,8 @@ def commit_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
                 accepted=accepted,
                 dead_lettered=dead,
             )
-    return {"committed": not snapshot["dry_run"], "kinds": len(snapshot["lines"])}
+    return {
+        "target": target,
+        "committed": not snapshot["dry_run"],
+        "kinds": len(snapshot["lines"]),
+    }

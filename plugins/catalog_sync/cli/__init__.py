@@ -30,7 +30,16 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dead_letter",
     "doctor",
     "sync",
+    "targets",
 )
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell; the last one (free text) is not padded."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
 
 
 def build_parser() -> argparse.ArgumentParser:

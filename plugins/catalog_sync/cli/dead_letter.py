@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
+from catalog_sync.cli import print_table
 from catalog_sync.errors import ConfigurationError
 
 #: Characters of the error shown per entry in `list`.
@@ -98,10 +99,7 @@ def _list(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+    print_table(header, rows)
     return 0
 
 
@@ -143,6 +141,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"nothing to replay: target {target!r} has no live dead-letter entries")
         return 0
     catalog = load_config()
+    if catalog.targets is not None:  # the target's filters: never send a row it is not routed
+        catalog = catalog.for_target(catalog.target(target, settings.target))
     by_kind: dict[str, list[int]] = {}
     for entry in entries:
         by_kind.setdefault(entry.kind, []).append(entry.id)

@@ -49,7 +49,7 @@ def _sync(args: argparse.Namespace) -> int:
     outcome = run_once(full=args.full, conf=conf_of(args))
     for line in outcome.ledger:
         print(
-            f"{line.kind:<18}{line.status:>12}  extracted {line.extracted:>7}  "
+            f"{line.target:<20}{line.kind:<18}{line.status:>12}  extracted {line.extracted:>7}  "
             f"accepted {line.accepted:>7}  dead-lettered {line.dead_lettered:>5}"
         )
     if not outcome.succeeded:
