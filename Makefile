@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Snapshot and delta speed against PostgreSQL's own export; not part of `make test`.
+# BENCH_SIZES=10000,100000 make bench  runs smaller sizes (default 100000,1000000).
+bench: install
+	$(BIN)/python bench/run.py
 
 format: install
 	$(BIN)/ruff check --fix .
