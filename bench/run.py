@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,14 +59,30 @@ TARGETS = {
 # --- children (fresh processes: their peak RSS and imports are their own) -----------------
 
 
-def _child_snapshot() -> dict[str, Any]:
-    """The full DAG's extract and assemble steps, dry run, every kind (env from parent)."""
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _extract_task(item: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """One mapped `extract_full` task in a worker process, as an Airflow worker runs it."""
+    from catalog_sync import tasks
+
+    return tasks.extract_full(item), _peak_rss_mb()
+
+
+def _child_snapshot(workers: int) -> dict[str, Any]:
+    """The full DAG's plan, extract and assemble steps, dry run, every kind (env from parent).
+
+    The mapped `extract_full` tasks run `workers` at a time in worker processes, as a
+    LocalExecutor with that parallelism runs them; peak RSS is the largest process's.
+    """
     from catalog_sync import tasks
 
     started = time.perf_counter()
     plan = tasks.plan_full({"dry_run": True}, dag_id="bench_full", run_id="bench")
-    parts = [tasks.extract_full(item) for item in plan]
-    snapshot = tasks.assemble(plan, parts)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        done = list(pool.map(_extract_task, plan))
+    snapshot = tasks.assemble(plan, [part for part, _rss in done])
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
@@ -72,7 +90,7 @@ def _child_snapshot() -> dict[str, Any]:
         "bytes": snapshot["upload"]["bytes"],
         "sha256": snapshot["upload"]["sha256"],
         "failures": sum(f["count"] for f in snapshot["failures"].values()),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": max([_peak_rss_mb(), *(rss for _part, rss in done)]),
     }
 
 
@@ -93,9 +111,11 @@ def _child_delta(base_url: str, code: str) -> dict[str, Any]:
     }
 
 
-def _run_child(name: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+def _run_child(
+    name: str, env: dict[str, str], *args: str, options: tuple[str, ...] = ()
+) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", name, *args],
+        [sys.executable, __file__, *options, "--child", name, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -119,6 +139,13 @@ def _create_shop(url: str, size: int) -> float:
         capture_output=True,
     )
     return time.perf_counter() - started
+
+
+def _plain(url: str) -> str:
+    """`postgresql://...` as Airflow connection URIs and psql take it (no `+driver`)."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _psql_args(url: str) -> list[str]:
@@ -305,17 +332,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument(
+        "--url", help="use this existing (scratch!) database instead of creating one"
+    )
+    parser.add_argument(
         "--sizes",
         type=_sizes,
         default=os.environ.get("BENCH_SIZES") or ",".join(map(str, SIZES)),
         help="product counts, comma-separated (default: $BENCH_SIZES or 100000,1000000)",
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results.md")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="extract tasks run at once (default: the machine's cores)",
+    )
+    parser.add_argument(
+        "--skip-delta", action="store_true", help="no delta run (a quick smoke test)"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, *rest = args.child
-        result = _child_snapshot() if name == "snapshot" else _child_delta(*rest)
+        result = _child_snapshot(args.workers) if name == "snapshot" else _child_delta(*rest)
         print(json.dumps(result))
         return 0
     sizes = args.sizes if isinstance(args.sizes, list) else _sizes(args.sizes)
@@ -326,10 +365,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="cs-bench-"))
     name = f"cs_bench_{secrets.token_hex(4)}"
-    url = _database(args.admin_url, name)
+    url = _plain(args.url) if args.url else _database(args.admin_url, name)
     receiver = None
     try:
-        _isolated_airflow_home(work / "airflow")  # sets AIRFLOW_HOME for the children
+        # Airflow writes into its home on import: keep the children out of ~/airflow.
+        os.environ["AIRFLOW_HOME"] = str(work / "airflow-snapshot")
         state_url = f"sqlite:///{work / 'state.sqlite'}"
         env = {
             **os.environ,
@@ -342,7 +382,7 @@ def main() -> int:
         for size in sizes:
             created = _create_shop(url, size)
             floor = _floor(url)
-            snapshot = _run_child("snapshot", env)
+            snapshot = _run_child("snapshot", env, options=(f"--workers={args.workers}",))
             shutil.rmtree(work / "staging", ignore_errors=True)
             results[size] = {"created": created, "floor": floor, "snapshot": snapshot}
             print(
@@ -351,19 +391,24 @@ def main() -> int:
                 f"peak RSS {snapshot['peak_rss_mb']:.1f} MB)",
                 flush=True,
             )
-        receiver_db = f"sqlite:///{work / 'receiver.sqlite'}"
-        receiver = ReceiverProcess.start(receiver_db, work / "receiver")
-        code = ReceiverStore(receiver_db).issue_pair_code(receiver.base_url)
-        _prepare_delta(url, state_url)
-        delta = _run_child("delta", env, receiver.base_url, code)
-        if not delta["succeeded"]:
-            raise SystemExit(f"the delta run failed: {delta}")
-        print(f"delta of {DELTA_CHANGES:,} products: {delta['seconds']:.2f} s", flush=True)
+        delta = None
+        if not args.skip_delta:
+            _isolated_airflow_home(work / "airflow")  # migrated: the DAG run needs it
+            env.update({k: os.environ[k] for k in ("AIRFLOW_HOME", "AIRFLOW__CORE__FERNET_KEY")})
+            receiver_db = f"sqlite:///{work / 'receiver.sqlite'}"
+            receiver = ReceiverProcess.start(receiver_db, work / "receiver")
+            code = ReceiverStore(receiver_db).issue_pair_code(receiver.base_url)
+            _prepare_delta(url, state_url)
+            delta = _run_child("delta", env, receiver.base_url, code)
+            if not delta["succeeded"]:
+                raise SystemExit(f"the delta run failed: {delta}")
+            print(f"delta of {DELTA_CHANGES:,} products: {delta['seconds']:.2f} s", flush=True)
         section = _report(results, delta, _machine(), _versions(url))
     finally:
         if receiver is not None:
             receiver.stop()
-        _database(args.admin_url, name, drop=True)
+        if not args.url:
+            _database(args.admin_url, name, drop=True)
         shutil.rmtree(work, ignore_errors=True)
     print(section.replace(BEGIN + "\n", "").replace(END + "\n", ""))
     _write(args.out, section)
