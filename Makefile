@@ -26,9 +26,10 @@ lint: install
 	$(BIN)/ruff format --check .
 
 # Snapshot and delta speed against PostgreSQL's own export; not part of `make test`.
-# BENCH_SIZES=10000,100000 make bench  runs smaller sizes (default 100000,1000000).
+# BENCH_SIZES=10000,100000 make bench  runs smaller sizes.
+BENCH_SIZES ?= 100000,1000000
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -91,6 +91,8 @@ def _child_snapshot(workers: int) -> dict[str, Any]:
         "sha256": snapshot["upload"]["sha256"],
         "failures": sum(f["count"] for f in snapshot["failures"].values()),
         "peak_rss_mb": max([_peak_rss_mb(), *(rss for _part, rss in done)]),
+        "plan_assemble_rss_mb": _peak_rss_mb(),
+        "extract_rss_mb": {part["kind"]: rss for part, rss in done},
     }
 
 
@@ -309,7 +311,7 @@ def _write(out: Path, section: str) -> None:
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + tail
+        text = head + section + ("\n" + tail if tail else "")
     else:
         text = "# Benchmark results\n\n" + section + ("\n" + text if text else "")
     out.write_text(text, encoding="utf-8")

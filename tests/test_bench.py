@@ -33,7 +33,7 @@ def test_bench_writes_a_well_formed_results_table(postgres_url: str, tmp_path: P
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert text.startswith("# Notes kept\n\n<!-- bench:begin -->\n")
-    assert text.endswith("<!-- bench:end -->\nafter\n")
+    assert text.endswith("<!-- bench:end -->\n\nafter\n")
     assert "\nold\n" not in text
     rows = {size: re.search(rf"^\| {size} \|(.*)\|$", text, re.M) for size in (20, 40)}
     for size, row in rows.items():
