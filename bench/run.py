@@ -390,7 +390,9 @@ def main() -> int:
             print(
                 f"{size:,} products: shop {created:.1f} s, floor {floor['seconds']:.2f} s, "
                 f"snapshot {snapshot['seconds']:.2f} s ({snapshot['lines']:,} lines, "
-                f"peak RSS {snapshot['peak_rss_mb']:.1f} MB)",
+                f"peak RSS {snapshot['peak_rss_mb']:.1f} MB; plan+assemble "
+                f"{snapshot['plan_assemble_rss_mb']:.1f} MB, extract tasks "
+                f"{max(snapshot['extract_rss_mb'].values()):.1f} MB)",
                 flush=True,
             )
         delta = None
