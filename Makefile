@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-long lint format clean
+.PHONY: install demo test test-long lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test-long: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Snapshot and delta speed against PostgreSQL's own export; not part of `make test`.
+# BENCH_SIZES=10000,100000 make bench  runs smaller sizes.
+BENCH_SIZES ?= 100000,1000000
+bench: install
+	$(BIN)/python bench/run.py --sizes $(BENCH_SIZES)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -31,9 +31,11 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 DELETED_FLAG = "_cs_deleted"
 
 Item = Entity | Deletion | MappingFailure
+_T = TypeVar("_T")
 
 
 def utc_naive(value: dt.datetime) -> dt.datetime:
@@ -412,8 +415,62 @@ def iter_snapshot(
     if config.source is not None:
         yield from _from_source(config, load_source(config, catalog, mapper).snapshot(conn))
         return
-    for rows in iter_live_pages(conn, config, page_size):
-        yield from mapper.map_page(conn, rows)
+    pages = (
+        (rows, mapper.new_context(conn, rows)) for rows in iter_live_pages(conn, config, page_size)
+    )
+    if conn.dialect.name != "sqlite":  # pysqlite refuses a connection used by another thread
+        pages = _read_ahead(pages)
+    for rows, ctx in pages:
+        yield from mapper.map_rows(rows, ctx)
+
+
+#: Pages read ahead of the mapping: memory stays a few pages whatever the catalog's size.
+READ_AHEAD_PAGES = 2
+
+
+def _read_ahead(pages: Iterator[_T]) -> Iterator[_T]:
+    """Run `pages` (every SQL statement of a kind) in a thread, a few pages ahead.
+
+    The database's work (the next page, its relation look-ups) then overlaps with mapping
+    and encoding in this thread; the driver waits without holding the GIL. Only that
+    thread touches the connection until it has finished, and it is always joined.
+    """
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD_PAGES)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        box.put(("page", page), timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put(("error", exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            tag, value = box.get()
+            if tag == "end":
+                return
+            if tag == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting to put, then wait for it
+            with contextlib.suppress(queue.Empty):
+                box.get(timeout=0.1)
+        thread.join()
 
 
 @contextlib.contextmanager

@@ -153,9 +153,28 @@ class _Schema:
 
 
 class _Loader:
-    """Loads what a page of rows needs from other tables, with `IN` on the page's keys."""
+    """Loads what a page of rows needs from other tables, with `IN` on the page's keys.
+
+    On PostgreSQL the keys go as one array parameter (`= ANY(:keys)`): the statement's
+    text is the same for every page, so it is parsed and planned once rather than once
+    per page with a thousand placeholders.
+    """
 
     key: str  # column of the page's rows whose values are looked up
+    query: sa.Select  # WHERE ... IN (:keys) (expanding)
+    query_any: sa.Select  # WHERE ... = ANY(:keys), for PostgreSQL
+
+    @staticmethod
+    def _key_filters(column: Any) -> tuple[Any, Any]:
+        """(IN with an expanding list, = ANY of one array) on `column`."""
+        return (
+            column.in_(sa.bindparam("keys", expanding=True)),
+            column == sa.any_(sa.bindparam("keys")),
+        )
+
+    def _execute(self, conn: sa.Connection, keys: list[Any]) -> sa.CursorResult[Any]:
+        query = self.query_any if conn.dialect.name == "postgresql" else self.query
+        return conn.execute(query, {"keys": keys})
 
     def load(self, conn: sa.Connection, keys: list[Any]) -> dict[Any, Any]:
         raise NotImplementedError
@@ -185,18 +204,19 @@ class _SlugLoader(_Loader):
             spec["slugs"], *(sa.column(c) for c in dict.fromkeys([related_key, slug, deleted]) if c)
         )
         local = pivot.c[spec["local_key"]]
-        self.query = (
+        self.query, self.query_any = (
             sa.select(local, related.c[slug])
             .select_from(
                 pivot.join(related, related.c[related_key] == pivot.c[spec["foreign_key"]])
             )
-            .where(local.in_(sa.bindparam("keys", expanding=True)), *_not_deleted(related, deleted))
+            .where(keys, *_not_deleted(related, deleted))
             .order_by(local, related.c[related_key])
+            for keys in self._key_filters(local)
         )
 
     def load(self, conn: sa.Connection, keys: list[Any]) -> dict[Any, Any]:
         found: dict[Any, list[str]] = {}
-        for local, slug in conn.execute(self.query, {"keys": keys}):
+        for local, slug in self._execute(conn, keys):
             if slug is not None:
                 found.setdefault(local, []).append(slug)
         return found
@@ -218,23 +238,25 @@ class _RowsLoader(_Loader):
         self.foreign_key = foreign_key
         names = dict.fromkeys([foreign_key, *order, deleted_column])
         child = sa.table(table, *(sa.column(c) for c in names if c))
-        self.query = (
+        self.query, self.query_any = (
             sa.select(sa.literal_column("*"))
             .select_from(child)
             .where(
-                child.c[foreign_key].in_(sa.bindparam("keys", expanding=True)),
+                keys,
                 *_not_deleted(child, deleted_column),
                 *(clause(child) for clause in where),
             )
             .order_by(*(child.c[c] for c in [foreign_key, *order]))
+            for keys in self._key_filters(child.c[foreign_key])
         )
 
     def load(self, conn: sa.Connection, keys: list[Any]) -> dict[Any, Any]:
         found: dict[Any, list[dict[str, Any]]] = {}
-        foreign_key = self.foreign_key
-        for record in conn.execute(self.query, {"keys": keys}):
-            row = {str(k): v for k, v in record._mapping.items()}
-            found.setdefault(row[foreign_key], []).append(row)
+        result = self._execute(conn, keys)
+        names = list(map(str, result.keys()))
+        index = names.index(self.foreign_key)
+        for record in result.tuples():
+            found.setdefault(record[index], []).append(dict(zip(names, record, strict=True)))
         return found
 
 
@@ -564,7 +586,10 @@ class KindMapper:
         self, conn: sa.Connection, rows: Sequence[Row]
     ) -> Iterator[Entity | MappingFailure]:
         """Map the live rows of one page, in order; a bad row becomes a MappingFailure."""
-        ctx = self.new_context(conn, rows)
+        return self.map_rows(rows, self.new_context(conn, rows))
+
+    def map_rows(self, rows: Sequence[Row], ctx: MapContext) -> Iterator[Entity | MappingFailure]:
+        """`map_page` with the page's relations already loaded (`new_context`): no SQL."""
         for row in rows:
             try:
                 yield from self.map_row(row, ctx)

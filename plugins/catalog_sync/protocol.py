@@ -119,13 +119,35 @@ def dumps(value: Any) -> bytes:
     return data
 
 
+#: Types that hold no float: the walk below skips them at once.
+_NO_FLOAT = frozenset({str, int, bool, type(None)})
+
+
 def _has_non_finite_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_has_non_finite_float(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_non_finite_float(item) for item in value)
+    """Is a NaN or infinity anywhere in `value`? Iterative, exact type checks first.
+
+    It runs for most lines of a snapshot (a `null` is common), so plain dicts, lists and
+    scalars are dispatched on their exact type; other mappings and sequences still count.
+    """
+    stack = [value]
+    pop, push_all = stack.pop, stack.extend
+    no_float = _NO_FLOAT
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in no_float:
+            continue
+        if kind is dict:
+            push_all(item.values())
+        elif kind is list or kind is tuple:
+            push_all(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, Mapping):
+            push_all(item.values())
+        elif isinstance(item, list | tuple):
+            push_all(item)
     return False
 
 

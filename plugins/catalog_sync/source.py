@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from catalog_sync.connections import env_var_name, get_connection
@@ -130,9 +131,16 @@ def _connect_args(url: sa.URL) -> dict[str, Any]:
 
 
 def create_source_engine(source: str | sa.URL | None = None, **kwargs: Any) -> sa.Engine:
-    """The engine of the shop's database (default: the Airflow connection `catalog_source`)."""
+    """The engine of the shop's database (default: the Airflow connection `catalog_source`).
+
+    JSON columns are decoded by `values.json_value` semantics everywhere: psycopg decodes
+    PostgreSQL json/jsonb with orjson (as MariaDB and SQLite text is decoded), which is
+    also several times faster than the standard library on every row of a snapshot.
+    """
     url = normalize_url(source) if isinstance(source, sa.URL) else resolve_url(source)
     connect_args = {**_connect_args(url), **kwargs.pop("connect_args", {})}
+    if url.get_backend_name() == "postgresql":
+        kwargs.setdefault("json_deserializer", orjson.loads)
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
