@@ -18,12 +18,16 @@ install: $(STAMP)
 demo: install
 	$(BIN)/catalog-sync demo
 
+# Most tests wait on subprocesses, servers and databases, not the CPU: run them in
+# parallel workers (one test file per worker at a time, so module fixtures are shared).
+PYTEST_WORKERS ?= 4
+
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The reliability bulk that `make test` leaves out (CI runs both).
 test-long: install
-	$(BIN)/pytest -m long
+	$(BIN)/pytest -m long -n $(PYTEST_WORKERS) --dist load
 
 lint: install
 	$(BIN)/ruff check .
