@@ -23,9 +23,17 @@ DOCS = REPO / "docs"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
 
 #: Exceptions whose first argument is a message a person reads (`DataError`: why one row
-#: cannot be mapped, shown by `dead-letter list` and in the full's failure files).
+#: cannot be mapped, shown by `dead-letter list` and in the full's failure files;
+#: `UploadUrlGone`: logged by the full's upload task before it announces the file again).
 MESSAGE_CLASSES = frozenset(
-    {"ConfigurationError", "TransientError", "ProtocolError", "RunFailed", "DataError"}
+    {
+        "ConfigurationError",
+        "TransientError",
+        "ProtocolError",
+        "RunFailed",
+        "DataError",
+        "UploadUrlGone",
+    }
 )
 #: Receiver refusals, `(status, code, message)` or `(code, message)`: code and message.
 RECEIVER_ERRORS = {"ReceiverError": (1, 2), "_error": (1, 2), "Problem": (0, 1)}
@@ -180,7 +188,11 @@ def undocumented(messages: list[Message], doc_text: str) -> list[Message]:
 def test_the_scan_finds_the_projects_messages() -> None:
     """A guard for the scanner itself: it sees each kind of message the project prints."""
     fragments = {fragment for message in package_messages() for fragment in message.fragments}
-    assert "did not finish; their failed task's log says why" in fragments  # RunFailed
+    run_failed = (
+        "did not finish (the other targets and kinds did their part); "
+        "their failed task's log says why"
+    )
+    assert run_failed in fragments  # RunFailed
     assert "nonce_replay" in fragments  # a receiver error code
     assert "the signature does not match the request" in fragments  # its message
     assert "error (transient, try again later)" in fragments  # the CLI's error line
@@ -264,18 +276,13 @@ def _relative_links(docs: list[Path]) -> Iterator[tuple[Path, str]]:
 
 
 def broken_links(docs: list[Path]) -> list[str]:
-    """Relative links of README.md and docs/*.md to a file or anchor that does not exist.
-
-    Links to a Markdown file that is not on this branch are left out: other branches add
-    docs/deployment.md, reliability.md, targets.md and landing.md, which these link to.
-    """
+    """Relative links of README.md and docs/*.md to a file or anchor that does not exist."""
     broken = []
     for doc, target in _relative_links(docs):
         path_part, _, anchor = target.partition("#")
         path = (doc.parent / path_part).resolve() if path_part else doc
         if not path.exists():
-            if path.suffix != ".md":
-                broken.append(f"{doc.name}: {target} (no such file)")
+            broken.append(f"{doc.name}: {target} (no such file)")
             continue
         if anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text()):
             broken.append(f"{doc.name}: {target} (no such heading)")
@@ -293,11 +300,12 @@ def test_the_link_check_reports_missing_files_and_headings(tmp_path: Path) -> No
     doc = tmp_path / "a.md"
     doc.write_text(
         "[ok](b.md#dead-letter) [ok](b.md#catch-up-with-since) [ok](#top) [web](https://x.org)\n"
-        "[bad](b.md#re-pair) [bad](missing.py) [other branch](deployment.md)\n# Top\n"
+        "[bad](b.md#re-pair) [bad](missing.py) [bad](missing.md)\n# Top\n"
     )
     assert broken_links([doc]) == [
         "a.md: b.md#re-pair (no such heading)",
         "a.md: missing.py (no such file)",
+        "a.md: missing.md (no such file)",
     ]
 
 

@@ -4,13 +4,16 @@ Each sub-command lives in a module of this package that exposes `register(subpar
 heavy imports (Airflow, SQLAlchemy, the receiver) happen inside the handlers so that
 `catalog-sync --help` stays instant.
 
-Exit codes: 0 success, 1 transient failure (retry later), 2 configuration error.
+Exit codes: 0 success, 1 transient failure (retry later), 2 configuration error, 141
+when the reader of stdout went away (`catalog-sync receiver dump | head`): the output was
+cut short, as for a tool killed by SIGPIPE, so a pipeline under `set -o pipefail` sees it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ from catalog_sync.errors import ConfigurationError, TransientError
 EXIT_OK = 0
 EXIT_TRANSIENT = 1
 EXIT_CONFIG = 2
+EXIT_BROKEN_PIPE = 128 + 13  # the shell's code for a process killed by SIGPIPE
 
 #: Modules of this package that add sub-commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -54,10 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _detach_stdout() -> None:
+    """Point stdout at devnull: the interpreter's final flush must not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or EXIT_OK)
+        code = int(args.handler(args) or EXIT_OK)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is caught below
+        return code
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
