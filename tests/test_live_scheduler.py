@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import signal
 import sqlite3
 import subprocess
 import time
@@ -36,7 +35,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from catalog_sync import demo_shop
-from catalog_sync.receiver.process import free_port
+from catalog_sync.receiver.process import free_port, stop_process_group
 from catalog_sync.source import create_source_engine
 from catalog_sync.state import StateStore
 from dag_support import SAFETY_LAG_S, conn_json, fast_map
@@ -163,14 +162,7 @@ class Deployment:
         return f"; airflow standalone says:\n{text[-3000:]}"
 
     def stop(self) -> None:
-        """SIGTERM the whole process group, SIGKILL whatever outlives the grace period."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        stop_process_group(self.process, grace_s=30)
 
 
 def _utc(text: str) -> dt.datetime:
