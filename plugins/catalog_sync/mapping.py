@@ -255,7 +255,7 @@ class _RowsLoader(_Loader):
         result = self._execute(conn, keys)
         names = list(map(str, result.keys()))
         index = names.index(self.foreign_key)
-        for record in result.tuples():
+        for record in result:
             found.setdefault(record[index], []).append(dict(zip(names, record, strict=True)))
         return found
 
