@@ -60,6 +60,16 @@ TARGETS = {
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's `VmHWM` is the current address space's own; the
+    `ru_maxrss` of getrusage survives fork and exec, so a child started by a big parent
+    would report the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:  # noqa: PTH123 - Linux
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -92,8 +102,14 @@ def _child_snapshot(workers: int) -> dict[str, Any]:
         "failures": sum(f["count"] for f in snapshot["failures"].values()),
         "peak_rss_mb": max([_peak_rss_mb(), *(rss for _part, rss in done)]),
         "plan_assemble_rss_mb": _peak_rss_mb(),
-        "extract_rss_mb": {part["kind"]: rss for part, rss in done},
+        "extract_rss_mb": {_part_name(part): rss for part, rss in done},
+        "parts": {item["kind"]: item["parts"] for item in plan},
+        "workers": workers,
     }
+
+
+def _part_name(result: dict[str, Any]) -> str:
+    return f"{result['kind']}[{result['part_index']}]"
 
 
 def _child_delta(base_url: str, code: str) -> dict[str, Any]:
@@ -167,12 +183,15 @@ def _floor(url: str) -> dict[str, Any]:
     psql = subprocess.Popen(
         ["psql", "-X", "-q", *_psql_args(url), "-c", query], stdout=subprocess.PIPE
     )
-    gzip = subprocess.run(["gzip", "-1"], stdin=psql.stdout, capture_output=True, check=True)
-    assert psql.stdout is not None
+    gzip = subprocess.Popen(["gzip", "-1"], stdin=psql.stdout, stdout=subprocess.PIPE)
+    assert psql.stdout is not None and gzip.stdout is not None
     psql.stdout.close()
-    if psql.wait() != 0:
-        raise SystemExit("the floor's psql failed")
-    return {"seconds": time.perf_counter() - started, "bytes": len(gzip.stdout)}
+    size = 0  # counted, not kept: this process's memory would follow into its children
+    while chunk := gzip.stdout.read(1 << 20):
+        size += len(chunk)
+    if gzip.wait() != 0 or psql.wait() != 0:
+        raise SystemExit("the floor's psql or gzip failed")
+    return {"seconds": time.perf_counter() - started, "bytes": size}
 
 
 def _scalar(url: str, sql: str) -> Any:
@@ -284,6 +303,17 @@ def _table(results: dict[int, dict[str, Any]], delta: dict[str, Any] | None) -> 
     return rows
 
 
+def _split(results: dict[int, dict[str, Any]]) -> str:
+    """Which kinds the full DAG's plan split into parts (CATALOG_SYNC_SNAPSHOT_PARTS)."""
+    per_size = []
+    for size, r in sorted(results.items()):
+        split = {kind: n for kind, n in r["snapshot"]["parts"].items() if n > 1}
+        text = ", ".join(f"{kind} {n}" for kind, n in split.items()) or "none"
+        per_size.append(f"{size:,}: {text}")
+    workers = next(iter(results.values()))["snapshot"]["workers"]
+    return f"Kinds split into parts: {'; '.join(per_size)}. Extract tasks run {workers} at a time."
+
+
 def _report(
     results: dict[int, dict[str, Any]],
     delta: dict[str, Any] | None,
@@ -296,6 +326,8 @@ def _report(
         f"Last `make bench` run: {stamp}.",
         "",
         *_table(results, delta),
+        "",
+        _split(results),
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
         "",

@@ -230,3 +230,56 @@ def test_xcom_carries_no_payload_and_no_secret(env: SyncEnv) -> None:
     assert secret not in text
     assert '"payload"' not in text
     assert '"name"' not in text
+
+
+def _split_products(env: SyncEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few rows per part: the demo shop's products split into three extract tasks."""
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PARTS", "3")
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "5")
+
+
+def _extract_results(run: object) -> list[dict]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(
+            XComModel.run_id == run.run_id,  # type: ignore[attr-defined]
+            XComModel.task_id == "extract",
+            XComModel.key == "return_value",
+        )
+        return [x.value if isinstance(x.value, dict) else json.loads(x.value) for x in rows]
+
+
+def test_a_big_kind_is_extracted_in_parts_and_lands_whole(
+    env: SyncEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _split_products(env, monkeypatch)
+    run = env.run("full", PRODUCT)
+    assert run.state == "success", env.states(run)
+    parts = _extract_results(run)
+    assert sorted(p["part_index"] for p in parts) == [0, 1, 2]
+    assert all(p["part"]["lines"] for p in parts)
+    assert held_products(env) == expected_products(env)
+    # The kind's watermark is its earliest part's point: nothing changed while a later
+    # part started can fall behind it.
+    earliest = min(dt.datetime.fromisoformat(p["point"]) for p in parts)
+    assert watermark(env) == earliest
+
+
+def test_a_row_failing_in_one_part_is_dead_lettered_when_forced(
+    env: SyncEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _split_products(env, monkeypatch)
+    last = _break_last_product(env)
+    refused = env.run("full", PRODUCT)
+    assert refused.state == "failed"
+    assert env.states(refused)["guards"] == "failed"
+    run = env.run("full", {**PRODUCT, "force": True})
+    assert run.state == "success", env.states(run)
+    state = env.state()
+    try:
+        entries = state.dead_letter_list("voicebot_default")
+    finally:
+        state.dispose()
+    assert [e.external_id for e in entries] == [f"laravel:product:{last}"]

@@ -471,3 +471,86 @@ def test_custom_source_without_snapshot_is_a_configuration_error(
     catalog = parse_config(document, tmp_path / "map.yaml")
     with pytest.raises(ConfigurationError, match=r"kinds\.cpt\.source.*no snapshot method"):
         extract.extract_snapshot(engine, catalog, run_key="r", root=tmp_path.as_uri())
+
+
+# --- snapshot parts (a big kind split by primary key across extract tasks) ------------------
+
+
+def _ranges(engine: sa.Engine, catalog: CatalogConfig, kind: str, **split: int) -> list[Any]:
+    with engine.connect() as conn:
+        return extract.snapshot_ranges(conn, catalog.kinds[kind], **split)
+
+
+def test_a_kind_too_small_for_two_parts_stays_whole(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    engine, tables = shop
+    _insert(engine, tables["items"], [{"id": i, "name": "n"} for i in range(1, 20)])
+    catalog = _catalog(tmp_path)
+    assert _ranges(engine, catalog, "tag", parts=4, min_rows=10) == [extract.WHOLE]
+    assert _ranges(engine, catalog, "tag", parts=1, min_rows=1) == [extract.WHOLE]
+    assert _ranges(engine, catalog, "category", parts=4, min_rows=1) == [extract.WHOLE]  # empty
+
+
+def test_a_big_kind_splits_into_contiguous_key_ranges_open_at_both_ends(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    engine, tables = shop
+    _insert(engine, tables["items"], [{"id": i, "name": "n"} for i in range(101, 401)])
+    ranges = _ranges(engine, _catalog(tmp_path), "tag", parts=3, min_rows=50)
+    assert ranges == [(None, 201), (201, 301), (301, None)]
+
+
+def test_a_text_primary_key_is_never_split(sqlite_url: str, tmp_path: Path) -> None:
+    engine = create_source_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE notes (code TEXT PRIMARY KEY, name TEXT)")
+        conn.exec_driver_sql("INSERT INTO notes VALUES ('a', 'x'), ('b', 'y'), ('c', 'z')")
+    kind = {"table": "notes", "primary_key": "code", "map": {"payload.name": "name"}}
+    catalog = parse_config({"kinds": {"tag": kind}}, tmp_path / "map.yaml")
+    assert _ranges(engine, catalog, "tag", parts=3, min_rows=1) == [extract.WHOLE]
+    engine.dispose()
+
+
+def test_the_parts_of_a_split_kind_hold_exactly_the_whole_snapshot_in_order(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = create_source_engine(database_url)
+    demo_shop.create_demo_shop(engine, 150, seed=3)
+    catalog = load_config()
+    mappers = extract.prepare(engine, catalog)
+    ranges = _ranges(engine, catalog, "product", parts=3, min_rows=20)
+    assert len(ranges) == 3
+
+    def lines(manifest: dict[str, Any]) -> list[bytes]:
+        return [line for part in manifest["parts"] for line in staging.iter_lines(part["uri"])]
+
+    common = {"run_key": "r", "root": tmp_path.as_uri(), "mappers": mappers, "page_size": 7}
+    whole = extract.extract_snapshot(engine, catalog, kinds=["product"], **common)
+    parts = [
+        extract.extract_snapshot(engine, catalog, kinds=["product"], part=(i, r), **common)
+        for i, r in enumerate(ranges)
+    ]
+    engine.dispose()
+    assert len({part["parts"][0]["uri"] for part in parts}) == 3  # a file per part
+    assert all(part["parts"][0]["lines"] for part in parts)
+    assert [line for part in parts for line in lines(part)] == lines(whole)
+
+
+def test_a_row_inserted_after_planning_lands_in_the_open_last_part(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    engine, tables = shop
+    _insert(engine, tables["items"], [{"id": i, "name": "n"} for i in range(1, 101)])
+    catalog = _catalog(tmp_path)
+    ranges = _ranges(engine, catalog, "tag", parts=2, min_rows=10)
+    _insert(engine, tables["items"], [{"id": 5000, "name": "late"}])
+    mappers = extract.prepare(engine, catalog)
+    with extract.snapshot_transaction(engine) as (conn, _point):
+        seen = [
+            _ids(list(extract.iter_snapshot(conn, catalog, mappers["tag"], pk_range=r)))
+            for r in ranges
+        ]
+    assert "laravel:tag:5000" in seen[-1]
+    every = [external_id for part in seen for external_id in part]
+    assert sorted(every) == sorted(f"laravel:tag:{i}" for i in [*range(1, 101), 5000])

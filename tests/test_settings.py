@@ -1,4 +1,5 @@
-"""CATALOG_SYNC_DELTA_SCHEDULE: a cron expression or a duration (docs/operations.md, Settings)."""
+"""Deployment settings (docs/operations.md, Settings): the delta schedule, a cron or a
+duration; the snapshot split."""
 
 from __future__ import annotations
 
@@ -51,3 +52,26 @@ def test_a_zero_duration_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CATALOG_SYNC_DELTA_SCHEDULE", "0s")
     with pytest.raises(ConfigurationError, match="at least 1s"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("CATALOG_SYNC_SNAPSHOT_PARTS", "0", "must be at least 1"),
+        ("CATALOG_SYNC_SNAPSHOT_PARTS", "two", "is not an integer"),
+        ("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "1.5", "is not an integer"),
+    ],
+)
+def test_a_bad_snapshot_split_setting_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"{name}={value!r} {problem}"):
+        load_settings()
+
+
+def test_the_snapshot_split_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PARTS", "8")
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "1000")
+    settings = load_settings()
+    assert (settings.snapshot_parts, settings.snapshot_part_rows) == (8, 1000)

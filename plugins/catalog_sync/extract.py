@@ -60,6 +60,9 @@ DELETED_FLAG = "_cs_deleted"
 
 Item = Entity | Deletion | MappingFailure
 _T = TypeVar("_T")
+#: A part of a kind's snapshot: `low <= primary key < high`, None for an open end.
+PkRange = tuple[Any, Any]
+WHOLE: PkRange = (None, None)
 
 
 def utc_naive(value: dt.datetime) -> dt.datetime:
@@ -222,14 +225,29 @@ class _KindQuery:
             )
         return stmt.order_by(wm, self.pk).limit(limit)
 
-    def live_by_pk(self, after: Any = None, limit: int | None = None) -> sa.Select:
-        stmt = self.select(with_flag=False)
+    def _live(self, stmt: sa.Select, pk_range: PkRange) -> sa.Select:
         if self.flag is not None:
             stmt = stmt.where(self.flag == 0)
+        low, high = pk_range
+        if low is not None:
+            stmt = stmt.where(self.pk >= sa.bindparam("range_low", low))
+        if high is not None:
+            stmt = stmt.where(self.pk < sa.bindparam("range_high", high))
+        return stmt
+
+    def live_by_pk(
+        self, after: Any = None, limit: int | None = None, pk_range: PkRange = WHOLE
+    ) -> sa.Select:
+        stmt = self._live(self.select(with_flag=False), pk_range)
         if after is not None:
             stmt = stmt.where(self.pk > sa.bindparam("after_pk", after))
         stmt = stmt.order_by(self.pk)
         return stmt.limit(limit) if limit is not None else stmt
+
+    def live_extent(self) -> sa.Select:
+        """Count, lowest and highest primary key of the live rows."""
+        columns = (sa.func.count(), sa.func.min(self.pk), sa.func.max(self.pk))
+        return self._live(sa.select(*columns).select_from(self.source), WHOLE)
 
 
 def iter_window_pages(
@@ -327,8 +345,32 @@ def check_routes(
         conn.rollback()
 
 
+def snapshot_ranges(
+    conn: sa.Connection, config: KindConfig, *, parts: int, min_rows: int
+) -> list[PkRange]:
+    """Primary-key ranges that split a big kind's snapshot into up to `parts` parts.
+
+    Parts run as separate extract tasks, side by side on the workers' cores: one kind
+    is otherwise one Python process, however many cores there are. A part holds at least
+    `min_rows` live rows on average (each costs a task and a transaction). Only integer
+    keys are split, evenly by value; a gap in the keys only makes parts uneven. The
+    first range is open below and the last open above, so a row inserted after
+    planning still falls in exactly one part.
+    """
+    if parts < 2 or config.is_static or config.source is not None:
+        return [WHOLE]
+    count, low, high = conn.execute(_KindQuery(conn.dialect, config).live_extent()).one()
+    if not isinstance(low, int) or not isinstance(high, int) or isinstance(low, bool):
+        return [WHOLE]
+    n = min(parts, count // max(min_rows, 1), high - low + 1)
+    if n < 2:
+        return [WHOLE]
+    bounds = [low + (high - low + 1) * i // n for i in range(1, n)]
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
 def iter_live_pages(
-    conn: sa.Connection, config: KindConfig, page_size: int
+    conn: sa.Connection, config: KindConfig, page_size: int, pk_range: PkRange = WHOLE
 ) -> Iterator[Sequence[sa.RowMapping]]:
     """Every live row by primary key, streamed page by page (snapshots).
 
@@ -341,14 +383,14 @@ def iter_live_pages(
     query = _KindQuery(conn.dialect, config)
     if conn.dialect.name in {"postgresql", "sqlite"}:
         result = conn.execution_options(stream_results=True, yield_per=page_size).execute(
-            query.live_by_pk()
+            query.live_by_pk(pk_range=pk_range)
         )
         with result:
             yield from result.mappings().partitions()
         return
     after = None
     while True:
-        rows = conn.execute(query.live_by_pk(after, page_size)).mappings().all()
+        rows = conn.execute(query.live_by_pk(after, page_size, pk_range)).mappings().all()
         if rows:
             yield rows
         if len(rows) < page_size:
@@ -404,11 +446,18 @@ def _from_source(config: KindConfig, items: Iterable[Item]) -> Iterator[Item]:
 
 
 def iter_snapshot(
-    conn: sa.Connection, catalog: CatalogConfig, mapper: KindMapper, page_size: int | None = None
+    conn: sa.Connection,
+    catalog: CatalogConfig,
+    mapper: KindMapper,
+    page_size: int | None = None,
+    pk_range: PkRange = WHOLE,
 ) -> Iterator[Entity | MappingFailure]:
-    """Every live entity of one kind (and failures), primary-key order."""
+    """Every live entity of one kind (and failures), primary-key order; of `pk_range` only
+    when given (`snapshot_ranges`)."""
     config = mapper.config
     page_size = page_size or catalog.sync.page_size
+    if pk_range != WHOLE and (config.is_static or config.source is not None):
+        raise ValueError(f"kind {config.kind} has no rows to split into key ranges")
     if config.is_static:
         yield from mapper.static_entities()
         return
@@ -416,7 +465,8 @@ def iter_snapshot(
         yield from _from_source(config, load_source(config, catalog, mapper).snapshot(conn))
         return
     pages = (
-        (rows, mapper.new_context(conn, rows)) for rows in iter_live_pages(conn, config, page_size)
+        (rows, mapper.new_context(conn, rows))
+        for rows in iter_live_pages(conn, config, page_size, pk_range)
     )
     if conn.dialect.name != "sqlite":  # pysqlite refuses a connection used by another thread
         pages = _read_ahead(pages)
@@ -559,25 +609,29 @@ def extract_snapshot(
     mappers: Mapping[str, KindMapper] | None = None,
     root: str | None = None,
     page_size: int | None = None,
+    part: tuple[int, PkRange] | None = None,
 ) -> dict[str, Any]:
     """Stage a full snapshot of `kinds` (default: all, in map order) at one point in time.
 
     Returns {point, counts, parts}: `point` becomes every kind's watermark; `counts` is
     the `expected_counts` of `init` (kinds with at least one line, in order); the parts
-    concatenate byte-wise into the upload.
+    concatenate byte-wise into the upload. `part` = (index, key range) stages that part
+    of a split kind (`snapshot_ranges`) under its own file names.
     """
     mappers = mappers if mappers is not None else prepare(engine, catalog)
     kinds = list(kinds) if kinds is not None else list(catalog.kinds)
     base = staging.join(root or staging.staging_root(), staging.safe_segment(run_key), "snapshot")
+    index, pk_range = part if part is not None else (None, WHOLE)
+    suffix = "" if index is None else f".part{index:03d}"
     parts = []
     with snapshot_transaction(engine) as (conn, point):
         for kind in kinds:
             parts.append(
                 staging.write_snapshot_part(
-                    staging.join(base, f"{kind}.ndjson.gz"),
+                    staging.join(base, f"{kind}{suffix}.ndjson.gz"),
                     kind,
-                    iter_snapshot(conn, catalog, mappers[kind], page_size),
-                    staging.join(base, f"{kind}.failures.ndjson.gz"),
+                    iter_snapshot(conn, catalog, mappers[kind], page_size, pk_range),
+                    staging.join(base, f"{kind}{suffix}.failures.ndjson.gz"),
                 )
             )
     return {

@@ -27,6 +27,8 @@ ENV_MAX_RETRY_DELAY = "CATALOG_SYNC_MAX_RETRY_DELAY_SECONDS"
 ENV_TASK_TIMEOUT = "CATALOG_SYNC_TASK_TIMEOUT_SECONDS"
 ENV_LOCK_TIMEOUT = "CATALOG_SYNC_LOCK_TIMEOUT_SECONDS"
 ENV_LOCK_LEASE = "CATALOG_SYNC_LOCK_LEASE_SECONDS"
+ENV_SNAPSHOT_PARTS = "CATALOG_SYNC_SNAPSHOT_PARTS"
+ENV_SNAPSHOT_PART_ROWS = "CATALOG_SYNC_SNAPSHOT_PART_ROWS"
 
 DEFAULT_TARGET = "voicebot_default"
 DEFAULT_DELTA_SCHEDULE = "*/15 * * * *"
@@ -53,6 +55,8 @@ class Settings:
     task_timeout_s: float = 3600.0
     lock_timeout_s: float = 600.0
     lock_lease_s: float = 3600.0
+    snapshot_parts: int = 4
+    snapshot_part_rows: int = 50_000
 
 
 def _text(name: str, default: str) -> str:
@@ -147,4 +151,6 @@ def load_settings() -> Settings:
         task_timeout_s=_number(ENV_TASK_TIMEOUT, 3600.0, minimum=1.0),
         lock_timeout_s=_number(ENV_LOCK_TIMEOUT, 600.0, minimum=0.0),
         lock_lease_s=_number(ENV_LOCK_LEASE, 3600.0, minimum=1.0),
+        snapshot_parts=int(_number(ENV_SNAPSHOT_PARTS, 4, minimum=1, integer=True)),
+        snapshot_part_rows=int(_number(ENV_SNAPSHOT_PART_ROWS, 50_000, minimum=1, integer=True)),
     )

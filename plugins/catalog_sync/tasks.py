@@ -521,17 +521,31 @@ def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> li
         extract.prepare(engine, catalog)
         targets = _active_targets(catalog, settings, state)
         extract.check_routes(engine, catalog, targets)
-    return [
-        {
-            **_for_target(identity, target.name, catalog),
-            "kind": kind,
-            "dry_run": run.dry_run,
-            "force": run.force,
-        }
-        for target in targets
-        for kind in run.kinds
-        if kind in target.kinds
-    ]
+        plan = []
+        with engine.connect() as conn:
+            for target in targets:
+                routed = catalog if catalog.targets is None else catalog.for_target(target)
+                for kind in (k for k in run.kinds if k in target.kinds):
+                    ranges = extract.snapshot_ranges(
+                        conn,
+                        routed.kinds[kind],
+                        parts=settings.snapshot_parts,
+                        min_rows=settings.snapshot_part_rows,
+                    )
+                    plan += [
+                        {
+                            **_for_target(identity, target.name, catalog),
+                            "kind": kind,
+                            "part_index": index,
+                            "parts": len(ranges),
+                            "range": list(pk_range),
+                            "dry_run": run.dry_run,
+                            "force": run.force,
+                        }
+                        for index, pk_range in enumerate(ranges)
+                    ]
+            conn.rollback()
+    return plan
 
 
 def by_target(plan: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -543,11 +557,12 @@ def by_target(plan: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Stage one kind's snapshot for one target in its own repeatable-read transaction (its
-    own point), through the target's filter."""
+    """Stage one kind's snapshot (or one key range of it) for one target in its own
+    repeatable-read transaction (its own point), through the target's filter."""
     from catalog_sync import mapping
 
     catalog = _routed(item)
+    index, parts = item.get("part_index", 0), item.get("parts", 1)
     with _engine() as engine:
         snapshot = extract.extract_snapshot(
             engine,
@@ -555,11 +570,13 @@ def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
             run_key=_stage_key(item),
             kinds=[item["kind"]],
             mappers=mapping.compile_mappers(catalog, engine),
+            part=(index, tuple(item["range"])) if parts > 1 else None,
         )
     part = snapshot["parts"][0]
     log.info(
-        "snapshot of %s for %s at %s: %d lines",
+        "snapshot of %s%s for %s at %s: %d lines",
         item["kind"],
+        f" (part {index + 1} of {parts}, keys {item['range']})" if parts > 1 else "",
         item["target"],
         snapshot["point"],
         part["lines"],
@@ -567,6 +584,7 @@ def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "target": item["target"],
         "kind": item["kind"],
+        "part_index": index,
         "point": snapshot["point"],
         "part": part,
     }
@@ -580,21 +598,39 @@ def assemble(plan: Sequence[Mapping[str, Any]], parts: Sequence[Mapping[str, Any
     """
     first = plan[0]
     target = first["target"]
-    by_kind = {entry["kind"]: entry for entry in parts if entry.get("target", target) == target}
-    ordered = [by_kind[item["kind"]] for item in plan]
+    mine = {
+        (entry["kind"], entry.get("part_index", 0)): entry
+        for entry in parts
+        if entry.get("target", target) == target
+    }
+    ordered = [mine[(item["kind"], item.get("part_index", 0))] for item in plan]
     upload = staging.assemble_snapshot(
         [entry["part"] for entry in ordered],
         staging.join(staging.staging_root(), _stage_key(first), "snapshot.ndjson.gz"),
     )
+    lines: dict[str, int] = {}
+    points: dict[str, str] = {}
+    failures: dict[str, dict[str, Any]] = {}
+    for entry in ordered:
+        kind, part = entry["kind"], entry["part"]
+        lines[kind] = lines.get(kind, 0) + part["lines"]
+        # A split kind's parts each have their own point: the earliest is its watermark,
+        # so the next delta re-sends whatever changed while the later parts started.
+        if kind not in points or _aware(entry["point"]) < _aware(points[kind]):
+            points[kind] = entry["point"]
+        failed = failures.setdefault(kind, {"count": 0, "uris": []})
+        failed["count"] += part["failures"]["count"]
+        if part["failures"]["count"]:
+            failed["uris"].append(part["failures"]["uri"])
     keep = ("mode", "dag_id", "run_id", "run_key", "stage_key", "target", "started_at")
     return {
         **{k: first[k] for k in keep if k in first},
         "dry_run": first["dry_run"],
         "force": first["force"],
         "upload": upload,
-        "lines": {e["kind"]: e["part"]["lines"] for e in ordered},
-        "points": {e["kind"]: e["point"] for e in ordered},
-        "failures": {e["kind"]: e["part"]["failures"] for e in ordered},
+        "lines": lines,
+        "points": points,
+        "failures": failures,
     }
 
 
@@ -627,7 +663,9 @@ def guards(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         )
     failed = {kind: f for kind, f in snapshot["failures"].items() if f["count"]}
     if failed:
-        where = "; ".join(f"{kind}: {f['count']} in {f['uri']}" for kind, f in failed.items())
+        where = "; ".join(
+            f"{kind}: {f['count']} in {', '.join(f['uris'])}" for kind, f in failed.items()
+        )
         problems.append(
             f"rows failed to map and would be deleted at the receiver ({where}; each line of "
             "those gzipped NDJSON files names the row and its error)"
@@ -697,7 +735,10 @@ def finalize_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def commit_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    """Per kind: watermark = its point in time, remember its count (the shrink guard's base)."""
+    """Per kind: watermark = its point in time, remember its count (the shrink guard's base);
+    rows that failed to map (sent with force) wait in the dead letter."""
+    from catalog_sync import delivery
+
     settings = load_settings()
     target = snapshot["target"]
     with _state() as state:
@@ -711,14 +752,12 @@ def commit_full(snapshot: Mapping[str, Any]) -> dict[str, Any]:
                 status = "dry_run"
             else:
                 state.set_snapshot(target, kind, _aware(snapshot["points"][kind]), count)
-                if failures["count"]:  # sent with force: the rows wait in the dead letter
-                    from catalog_sync import delivery
-
-                    dead = delivery.record_failures(
+                for failures_uri in failures["uris"]:
+                    dead += delivery.record_failures(
                         state,
                         target=target,
                         kind=kind,
-                        failures_uri=failures["uri"],
+                        failures_uri=failures_uri,
                         max_attempts=settings.dead_letter_max_attempts,
                     )
                 status = "committed"
