@@ -177,6 +177,12 @@ def test_the_empty_snapshot_guard_refuses_even_with_force(env: SyncEnv) -> None:
     assert calls(env, protocol.INIT_PATH) == []
 
 
+def _split_products(env: SyncEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few rows per part: the demo shop's products split into three extract tasks."""
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PARTS", "3")
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "5")
+
+
 def _break_last_product(env: SyncEnv) -> int:
     """An empty name: the row cannot map. The plan's map check (up to `SAMPLE_ROWS` rows)
     still passes, since the other sampled rows map: one bad row is data, not a bad map."""
@@ -199,9 +205,12 @@ def test_mapping_failures_stop_a_full_before_it_can_delete_their_rows(env: SyncE
     assert held_products(env) == before
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "in_parts"])
 def test_force_sends_a_snapshot_with_mapping_failures_and_dead_letters_them(
-    env: SyncEnv,
+    env: SyncEnv, monkeypatch: pytest.MonkeyPatch, split: bool
 ) -> None:
+    if split:  # the failure is in the last of three parts
+        _split_products(env, monkeypatch)
     last = _break_last_product(env)
     run = env.run("full", {**PRODUCT, "force": True})
     assert run.state == "success", env.states(run)
@@ -232,12 +241,6 @@ def test_xcom_carries_no_payload_and_no_secret(env: SyncEnv) -> None:
     assert '"name"' not in text
 
 
-def _split_products(env: SyncEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A few rows per part: the demo shop's products split into three extract tasks."""
-    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PARTS", "3")
-    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "5")
-
-
 def _extract_results(run: object) -> list[dict]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -265,21 +268,3 @@ def test_a_big_kind_is_extracted_in_parts_and_lands_whole(
     # part started can fall behind it.
     earliest = min(dt.datetime.fromisoformat(p["point"]) for p in parts)
     assert watermark(env) == earliest
-
-
-def test_a_row_failing_in_one_part_is_dead_lettered_when_forced(
-    env: SyncEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _split_products(env, monkeypatch)
-    last = _break_last_product(env)
-    refused = env.run("full", PRODUCT)
-    assert refused.state == "failed"
-    assert env.states(refused)["guards"] == "failed"
-    run = env.run("full", {**PRODUCT, "force": True})
-    assert run.state == "success", env.states(run)
-    state = env.state()
-    try:
-        entries = state.dead_letter_list("voicebot_default")
-    finally:
-        state.dispose()
-    assert [e.external_id for e in entries] == [f"laravel:product:{last}"]
