@@ -73,6 +73,36 @@ def test_html_to_text_drops_scripts_styles_and_comments():
 
 
 @pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        # The drop step runs only when its hint is there: every case of it still counts.
+        ("<Style>p{}</STYLE>c<template>t</template>d", "c d"),
+        ("<p>a</p><b>b</b><!-- c", "a b"),
+        ("a<\u017fcript>x</script>b", "a"),  # the long s that IGNORECASE matches as `s`
+        ("<table><tr><td>a</td><td>b</td></tr></table>", "a b"),
+        # Block tags (spaces) and look-alikes that are not block tags (joined).
+        ("<TH>x</TH><thead>y</thead><Pre>z</pre><prex>w", "x y z w"),
+        ("<h1>a</h1><h7>b</h7><hr/>c<header>d</header>", "a b c d"),
+        ("a<span>b</span><dd>c</dd><ddd>d", "ab c d"),
+    ],
+)
+def test_html_to_text_block_tags_and_dropped_parts(html: str, text: str):
+    assert values.html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("Tom &amp;amp; Jerry &amp; co", "Tom &amp; Jerry & co"),  # only `&amp;`: one pass
+        ("&amp; &lt;b&gt;", "& <b>"),
+        ("R&D &amp; more", "R&D & more"),
+    ],
+)
+def test_html_to_text_unescapes_each_entity_once(html: str, text: str):
+    assert values.html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
     ("label", "slug"),
     [("Nike Air", "nike-air"), ("Колір", "колір"), (" --Size/EU-- ", "size-eu"), ("Розмір 2", "2")],
 )

@@ -194,9 +194,17 @@ _DROP_RE = re.compile(
     r"<!--.*?(?:-->|\Z)|<(script|style|template)\b[^>]*>.*?(?:</\1\s*>|\Z)",
     re.IGNORECASE | re.DOTALL,
 )
+#: What every match of `_DROP_RE` starts with (a superset: `[Ss]` stands for `script` and
+#: `style`, with the long s that IGNORECASE also matches): most text has none, and this
+#: search costs a third of the substitution it lets us skip.
+_DROP_HINT_RE = re.compile(r"<(?:!--|[SsTt\u017f])")
+#: address article aside blockquote br dd div dl dt figcaption figure footer h1-h6 header
+#: hr li main nav ol p pre section table tbody td tfoot th thead tr ul, factored by their
+#: first letters: the same matches as the plain list, a third faster (this regex is the
+#: costliest step of html_to_text).
 _BLOCK_TAG_RE = re.compile(
-    r"</?(?:address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|"
-    r"h[1-6]|header|hr|li|main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul)"
+    r"</?(?:a(?:ddress|rticle|side)|b(?:lockquote|r)|d(?:[dlt]|iv)|f(?:ig(?:caption|ure)|ooter)|"
+    r"h(?:[1-6r]|eader)|li|main|nav|ol|p(?:re)?|section|t(?:able|body|[dr]|foot|h(?:ead)?)|ul)"
     r"\b[^>]*>",
     re.IGNORECASE,
 )
@@ -214,11 +222,16 @@ def html_to_text(value: Any) -> str | None:
     text = to_text(value)
     assert text is not None
     if "<" in text:
-        text = _DROP_RE.sub(" ", text)
+        if _DROP_HINT_RE.search(text):
+            text = _DROP_RE.sub(" ", text)
         text = _BLOCK_TAG_RE.sub(" ", text)
         text = _TAG_RE.sub("", text)
     if "&" in text:
-        text = html.unescape(text)
+        if text.count("&") == text.count("&amp;"):
+            # Only `&amp;` (the usual entity): unescape would turn each into `&`, slower.
+            text = text.replace("&amp;", "&")
+        else:
+            text = html.unescape(text)
     return " ".join(text.split())
 
 
