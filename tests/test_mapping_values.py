@@ -28,6 +28,54 @@ def test_money_rounds_half_away_from_zero_from_the_exact_decimal(amount: object,
     assert values.money_minor(amount) == minor
 
 
+@pytest.mark.parametrize(
+    ("amount", "decimals", "minor"),
+    [
+        # Already whole once scaled (the usual column): no rounding step at all.
+        (Decimal("12.3"), 2, 1230),
+        (Decimal("12.300"), 2, 1230),
+        (Decimal("1E+3"), 2, 100000),
+        (Decimal("0E-100"), 2, 0),
+        (Decimal("-0.00"), 2, 0),
+        (Decimal("-12.345"), 3, -12345),
+        (Decimal("90071992547409.91"), 2, 2**53 - 1),
+        (Decimal("9007199254740.991"), 3, 2**53 - 1),
+        (b"-3.25", 2, -325),
+        (19.99, 2, 1999),
+        # Not whole: rounded half away from zero, from the exact amount.
+        (Decimal("-2.5"), 0, -3),
+        (Decimal("2.5"), 0, 3),
+        ("1.5E-3", 3, 2),
+        (Decimal("0." + "4" * 70 + "5"), 2, 44),
+        (Decimal("1." + "0" * 80 + "5"), 2, 100),
+    ],
+)
+def test_money_whole_and_rounded_amounts(amount: object, decimals: int, minor: int):
+    assert values.money_minor(amount, decimals) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        (
+            Decimal("90071992547409.92"),
+            "amount Decimal('90071992547409.92') is absurdly large (9007199254740992 minor units)",
+        ),
+        (
+            Decimal("-90071992547409.92"),
+            "amount Decimal('-90071992547409.92') is absurdly large"
+            " (-9007199254740992 minor units)",
+        ),
+        (Decimal("0E+100"), "amount Decimal('0E+100') is absurdly large"),
+        (Decimal("NaN"), "Decimal('NaN') is not a finite amount"),
+    ],
+)
+def test_money_names_the_absurd_amount(amount: object, message: str):
+    with pytest.raises(values.DataError) as caught:
+        values.money_minor(amount)
+    assert str(caught.value) == message
+
+
 def test_money_keeps_null():
     assert values.money_minor(None) is None
 

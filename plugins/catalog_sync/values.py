@@ -64,18 +64,25 @@ _MONEY = Context(prec=60, rounding=ROUND_HALF_UP)
 _ONE = Decimal(1)
 
 
-def _scaled(value: Any, decimals: int) -> Decimal:
-    amount = to_decimal(value)
+def _scaled(value: Any, decimals: int) -> int:
+    amount = value if type(value) is Decimal and value.is_finite() else to_decimal(value)
     if amount.adjusted() > 30:
         raise DataError(f"amount {value!r} is absurdly large")
-    return amount.scaleb(decimals, _MONEY).quantize(_ONE, context=_MONEY)
+    scaled = amount.scaleb(decimals, _MONEY)
+    if scaled.adjusted() < 16:
+        # An amount with at most `decimals` places (the usual case) is already whole
+        # here, and rounding it would change nothing: skip the costly quantize.
+        minor = int(scaled)
+        if minor == scaled:
+            return minor
+    return int(scaled.quantize(_ONE, context=_MONEY))
 
 
 def money_minor(value: Any, decimals: int = 2) -> int | None:
     """Integer minor units, half away from zero (`199.99` -> 19999, `-2.5` -> -250)."""
     if value is None:
         return None
-    minor = int(_scaled(value, decimals))
+    minor = _scaled(value, decimals)
     if abs(minor) > MAX_SAFE_INTEGER:
         raise DataError(f"amount {value!r} is absurdly large ({minor} minor units)")
     return minor
