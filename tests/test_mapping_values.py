@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from types import MappingProxyType
 
 import pytest
 
@@ -156,6 +157,20 @@ def test_html_to_text_unescapes_each_entity_once(html: str, text: str):
 )
 def test_slug_rule_with_the_cyrillic_fallback(label: str, slug: str):
     assert values.slugify(label) == slug
+    assert values.slugify(label) == slug  # the second time from the cache
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (b"Nike", "cannot use a string pattern on a bytes-like object"),
+        (["a"], "expected string or bytes-like object, got 'list'"),  # unhashable: no cache
+    ],
+)
+def test_slug_of_a_non_text_label_fails_as_the_regex_does(label: object, message: str):
+    with pytest.raises(TypeError) as caught:
+        values.slugify(label)  # type: ignore[arg-type]
+    assert str(caught.value) == message
 
 
 def test_attributes_are_trimmed_deduplicated_and_empty_ones_dropped():
@@ -221,6 +236,13 @@ def test_json_path_walks_objects_and_arrays_and_gives_null_when_missing():
     assert values.json_path(doc, ("seo", "title")) == "T"
     assert values.json_path(doc, ("images", "0", "url")) == "/a.jpg"
     assert values.json_path(doc, ("seo", "missing", "x")) is None
+
+
+def test_json_path_and_attributes_take_any_mapping_not_only_dicts():
+    assert values.json_path({"seo": MappingProxyType({"title": "T"})}, ("seo", "title")) == "T"
+    assert values.attributes([MappingProxyType({"name": "Size", "options": ["M"]})]) == [
+        {"name": "Size", "slug": "size", "values": ["M"]}
+    ]
 
 
 def test_invalid_json_is_a_row_error():

@@ -8,6 +8,7 @@ apply wherever a value is produced.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import re
 from collections.abc import Iterable, Mapping
@@ -185,7 +186,7 @@ def json_path(value: Any, path: tuple[str, ...]) -> Any:
     """Walk `a.b.0` into decoded JSON; a missing step gives None (JSON null)."""
     current = json_value(value)
     for step in path:
-        if isinstance(current, Mapping):
+        if type(current) is dict or isinstance(current, Mapping):  # the ABC check is slow
             current = current.get(step)
         elif isinstance(current, list) and step.lstrip("-").isdigit():
             index = int(step)
@@ -247,9 +248,20 @@ _SLUG_RE = re.compile(r"[^A-Za-z0-9]+")
 
 def slugify(label: str) -> str:
     """Runs outside [A-Za-z0-9] -> `-`, trimmed, lower-cased; when that leaves nothing,
-    the lower-cased trimmed label (`Nike Air` -> `nike-air`, `Колір` -> `колір`)."""
+    the lower-cased trimmed label (`Nike Air` -> `nike-air`, `Колір` -> `колір`).
+
+    Cached for text: the same attribute names and option labels come back on every
+    product. Anything else goes uncached, so it fails exactly as before.
+    """
+    return _cached_slug(label) if type(label) is str else _slug(label)
+
+
+def _slug(label: str) -> str:
     slug = _SLUG_RE.sub("-", label).strip("-").lower()
     return slug or label.strip().lower()
+
+
+_cached_slug = functools.lru_cache(maxsize=4096)(_slug)
 
 
 def clean_strings(values: Iterable[Any]) -> list[str]:
@@ -311,7 +323,7 @@ def attributes(value: Any) -> list[dict[str, Any]]:
     elif isinstance(decoded, list):
         items = []
         for entry in decoded:
-            if not isinstance(entry, Mapping):
+            if type(entry) is not dict and not isinstance(entry, Mapping):
                 raise DataError(f"attribute {entry!r} is not an object with name and values")
             raw = entry.get("values", entry.get("options", entry.get("value")))
             items.append((entry.get("name"), raw))
