@@ -332,6 +332,94 @@ def test_translation_fallback_uses_the_base_column_when_the_locale_has_none():
     assert map_rows(mapper, [row])[1].payload["description"] == "Hot"
 
 
+def sku_in_locale(row: Any, context: Any) -> str:
+    return f"{row['sku']}@{context.locale}"
+
+
+REUSING_PRODUCT = {
+    **TRANSLATED_PRODUCT,
+    "map": {
+        "payload.name": "name",
+        "payload.sku": "sku",
+        "payload.price_amount": {"money": "price"},
+        "payload.description": {"html_text": "description"},
+        "payload.seo.title": {"template": "{name} | {sku}"},
+        "payload.seo.brand": {"column": "meta", "path": "brand"},
+        "payload.url": {"template": "/{locale}/{slug}"},
+        "payload.tagline": {"call": f"{__name__}.sku_in_locale"},
+        "payload.attributes": {"attributes": "attributes"},
+        "payload.extra": {"const": {"badges": []}},
+    },
+}
+
+
+def test_a_translated_line_recomputes_what_its_locale_changes_and_shares_no_object():
+    mapper = mappers_of({"product": REUSING_PRODUCT})["product"]
+    row = product_row(
+        1,
+        name="Kettle",
+        name_uk="Чайник",
+        description="<p>Hot &amp; fast</p>",
+        description_uk="<p>Гарячий</p>",
+        price="12.50",
+        meta={"brand": "Oak"},
+        attributes={"Color": "Red"},
+    )
+    en, uk = map_rows(mapper, [row])
+    assert en.payload == {
+        "name": "Kettle",
+        "sku": "SKU-1",
+        "price_amount": 1250,
+        "description": "Hot & fast",
+        "seo": {"title": "Kettle | SKU-1", "brand": "Oak"},
+        "url": "/en/product-1",
+        "tagline": "SKU-1@en",
+        "attributes": [{"name": "Color", "slug": "color", "values": ["Red"]}],
+        "extra": {"badges": []},
+    }
+    assert uk.payload == {
+        "name": "Чайник",
+        "sku": "SKU-1",
+        "price_amount": 1250,
+        "description": "Гарячий",
+        "seo": {"title": "Чайник | SKU-1", "brand": "Oak"},
+        "url": "/uk/product-1",
+        "tagline": "SKU-1@uk",
+        "attributes": [{"name": "Color", "slug": "color", "values": ["Red"]}],
+        "extra": {"badges": []},
+    }
+    assert uk.payload["seo"] is not en.payload["seo"]
+    assert uk.payload["attributes"] is not en.payload["attributes"]
+    assert uk.payload["extra"] is not en.payload["extra"]
+
+
+def test_a_translation_before_its_base_locale_is_mapped_in_full():
+    kind = {**REUSING_PRODUCT, "translations": {**TRANSLATED_PRODUCT["translations"]}}
+    kind["translations"].update(locales=["uk", "en"], base="en")
+    mapper = mappers_of({"product": kind})["product"]
+    row = product_row(1, name="Kettle", name_uk="Чайник", price="3.5")
+    uk, en = map_rows(mapper, [row])
+    assert (uk.lang, uk.payload["name"], uk.payload["price_amount"]) == ("uk", "Чайник", 350)
+    assert (en.lang, en.payload["name"], en.payload["seo"]["title"]) == (
+        "en",
+        "Kettle",
+        "Kettle | SKU-1",
+    )
+
+
+def test_a_bad_localized_value_fails_the_row_under_its_key():
+    mapper = mappers_of({"product": REUSING_PRODUCT})["product"]
+    row = product_row(1, name="Kettle", name_uk="Чайник", description_uk=b"\xff")
+    [failure] = map_rows(mapper, [row])
+    assert failure == MappingFailure(
+        "product",
+        1,
+        "laravel:product:1",
+        "payload.description: 'utf-8' codec can't decode byte 0xff in position 0: "
+        "invalid start byte",
+    )
+
+
 def never_present(row: Any, locale: str) -> bool:
     return False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from types import MappingProxyType
 
 import pytest
 
@@ -26,6 +27,54 @@ from catalog_sync import values
 )
 def test_money_rounds_half_away_from_zero_from_the_exact_decimal(amount: object, minor: int):
     assert values.money_minor(amount) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "decimals", "minor"),
+    [
+        # Already whole once scaled (the usual column): no rounding step at all.
+        (Decimal("12.3"), 2, 1230),
+        (Decimal("12.300"), 2, 1230),
+        (Decimal("1E+3"), 2, 100000),
+        (Decimal("0E-100"), 2, 0),
+        (Decimal("-0.00"), 2, 0),
+        (Decimal("-12.345"), 3, -12345),
+        (Decimal("90071992547409.91"), 2, 2**53 - 1),
+        (Decimal("9007199254740.991"), 3, 2**53 - 1),
+        (b"-3.25", 2, -325),
+        (19.99, 2, 1999),
+        # Not whole: rounded half away from zero, from the exact amount.
+        (Decimal("-2.5"), 0, -3),
+        (Decimal("2.5"), 0, 3),
+        ("1.5E-3", 3, 2),
+        (Decimal("0." + "4" * 70 + "5"), 2, 44),
+        (Decimal("1." + "0" * 80 + "5"), 2, 100),
+    ],
+)
+def test_money_whole_and_rounded_amounts(amount: object, decimals: int, minor: int):
+    assert values.money_minor(amount, decimals) == minor
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        (
+            Decimal("90071992547409.92"),
+            "amount Decimal('90071992547409.92') is absurdly large (9007199254740992 minor units)",
+        ),
+        (
+            Decimal("-90071992547409.92"),
+            "amount Decimal('-90071992547409.92') is absurdly large"
+            " (-9007199254740992 minor units)",
+        ),
+        (Decimal("0E+100"), "amount Decimal('0E+100') is absurdly large"),
+        (Decimal("NaN"), "Decimal('NaN') is not a finite amount"),
+    ],
+)
+def test_money_names_the_absurd_amount(amount: object, message: str):
+    with pytest.raises(values.DataError) as caught:
+        values.money_minor(amount)
+    assert str(caught.value) == message
 
 
 def test_money_keeps_null():
@@ -73,11 +122,55 @@ def test_html_to_text_drops_scripts_styles_and_comments():
 
 
 @pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        # The drop step runs only when its hint is there: every case of it still counts.
+        ("<Style>p{}</STYLE>c<template>t</template>d", "c d"),
+        ("<p>a</p><b>b</b><!-- c", "a b"),
+        ("a<\u017fcript>x</script>b", "a"),  # the long s that IGNORECASE matches as `s`
+        ("<table><tr><td>a</td><td>b</td></tr></table>", "a b"),
+        # Block tags (spaces) and look-alikes that are not block tags (joined).
+        ("<TH>x</TH><thead>y</thead><Pre>z</pre><prex>w", "x y z w"),
+        ("<h1>a</h1><h7>b</h7><hr/>c<header>d</header>", "a b c d"),
+        ("a<span>b</span><dd>c</dd><ddd>d", "ab c d"),
+    ],
+)
+def test_html_to_text_block_tags_and_dropped_parts(html: str, text: str):
+    assert values.html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("Tom &amp;amp; Jerry &amp; co", "Tom &amp; Jerry & co"),  # only `&amp;`: one pass
+        ("&amp; &lt;b&gt;", "& <b>"),
+        ("R&D &amp; more", "R&D & more"),
+    ],
+)
+def test_html_to_text_unescapes_each_entity_once(html: str, text: str):
+    assert values.html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
     ("label", "slug"),
     [("Nike Air", "nike-air"), ("Колір", "колір"), (" --Size/EU-- ", "size-eu"), ("Розмір 2", "2")],
 )
 def test_slug_rule_with_the_cyrillic_fallback(label: str, slug: str):
     assert values.slugify(label) == slug
+    assert values.slugify(label) == slug  # the second time from the cache
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (b"Nike", "cannot use a string pattern on a bytes-like object"),
+        (["a"], "expected string or bytes-like object, got 'list'"),  # unhashable: no cache
+    ],
+)
+def test_slug_of_a_non_text_label_fails_as_the_regex_does(label: object, message: str):
+    with pytest.raises(TypeError) as caught:
+        values.slugify(label)  # type: ignore[arg-type]
+    assert str(caught.value) == message
 
 
 def test_attributes_are_trimmed_deduplicated_and_empty_ones_dropped():
@@ -143,6 +236,13 @@ def test_json_path_walks_objects_and_arrays_and_gives_null_when_missing():
     assert values.json_path(doc, ("seo", "title")) == "T"
     assert values.json_path(doc, ("images", "0", "url")) == "/a.jpg"
     assert values.json_path(doc, ("seo", "missing", "x")) is None
+
+
+def test_json_path_and_attributes_take_any_mapping_not_only_dicts():
+    assert values.json_path({"seo": MappingProxyType({"title": "T"})}, ("seo", "title")) == "T"
+    assert values.attributes([MappingProxyType({"name": "Size", "options": ["M"]})]) == [
+        {"name": "Size", "slug": "size", "values": ["M"]}
+    ]
 
 
 def test_invalid_json_is_a_row_error():

@@ -141,6 +141,33 @@ def test_dumps_refuses_infinity() -> None:
         protocol.dumps({"price": float("inf")})
 
 
+class _Doc(dict):
+    """A dict subclass: walked as a mapping."""
+
+
+class _Items(list):
+    """A list subclass: walked as a sequence."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        [None, {"a": [1, "x", (2, float("-inf"))]}],
+        {"a": _Doc(b=None, c=float("nan"))},
+        {"a": None, "b": _Items([True, float("inf")])},
+    ],
+)
+def test_dumps_finds_a_non_finite_float_anywhere(value: object) -> None:
+    with pytest.raises(ValueError, match="a float is NaN or infinite"):
+        protocol.dumps(value)
+
+
+def test_dumps_writes_finite_floats_next_to_nulls() -> None:
+    value = {"a": None, "b": _Items([1.5, (None, 2.0)]), "c": _Doc(d=0.25)}
+    assert protocol.dumps(value) == b'{"a":null,"b":[1.5,[null,2.0]],"c":{"d":0.25}}'
+
+
 def test_dumps_writes_decimal_exactly() -> None:
     value = decimal.Decimal("12345678901234567890.123456789")
     assert protocol.dumps({"d": value}) == b'{"d":"12345678901234567890.123456789"}'

@@ -475,14 +475,19 @@ _BUILDERS: dict[str, Callable[..., Getter]] = {
 }
 
 
-def _payload_builder(entries: Sequence[tuple[tuple[str, ...], Getter]]) -> Getter:
-    """Nested dict builder in map order: `a.b`, `c`, `a.d` -> {"a": {"b", "d"}, "c"}."""
+def _payload_tree(entries: Sequence[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    """`a.b`, `c`, `a.d` -> {"a": {"b", "d"}, "c"}, in map order."""
     tree: dict[str, Any] = {}
-    for parts, getter in entries:
+    for parts, leaf in entries:
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = getter
+        node[parts[-1]] = leaf
+    return tree
+
+
+def _payload_builder(entries: Sequence[tuple[tuple[str, ...], Getter]]) -> Getter:
+    """Nested dict builder in map order: `a.b`, `c`, `a.d` -> {"a": {"b", "d"}, "c"}."""
 
     def build(node: dict[str, Any]) -> Getter:
         items = tuple(
@@ -494,7 +499,62 @@ def _payload_builder(entries: Sequence[tuple[tuple[str, ...], Getter]]) -> Gette
 
         return make
 
-    return build(tree)
+    return build(_payload_tree(entries))
+
+
+#: Values a translated line can share with its base line: nothing can change them later.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+#: Specs whose value depends only on the columns they name (never on the locale).
+_COLUMN_SPECS = frozenset(
+    {"column", "text", "integer", "boolean", "money", "decimal", "html_text", "stock_status"}
+    | {"ref", "attributes", "string_list", "json", "timestamp", "variant_options"}
+)
+
+ReusingBuilder = Callable[[Row, MapContext, dict[str, Any]], dict[str, Any]]
+
+
+def _spec_reads(spec: Mapping[str, Any], primary_key: str) -> set[str] | None:
+    """The row columns a value spec reads, or None when it may depend on more (the
+    locale, a callable, a fresh copy of a constant)."""
+    keyword = next(iter(spec))
+    if keyword in _COLUMN_SPECS:
+        return {spec["column"] if keyword == "ref" else spec[keyword]}
+    if keyword == "var":
+        return set()
+    if keyword == "slugs":
+        return {spec.get("key", primary_key)}
+    if keyword == "template":
+        fields = {name for _t, name, _s, _c in string.Formatter().parse(spec["template"]) if name}
+        return None if "locale" in fields else fields
+    return None
+
+
+def _reusing_builder(entries: Sequence[tuple[tuple[str, ...], Getter, bool]]) -> ReusingBuilder:
+    """`_payload_builder` for a translated line: a key marked reusable (it reads no
+    localized column) takes the base line's value when that is immutable, rather than
+    computing it again (the money, HTML and templates of every translation)."""
+
+    def build(node: dict[str, Any]) -> ReusingBuilder:
+        items = tuple(
+            (key, build(leaf), None) if isinstance(leaf, dict) else (key, *leaf)
+            for key, leaf in node.items()
+        )
+
+        def make(row: Row, ctx: MapContext, base: dict[str, Any]) -> dict[str, Any]:
+            payload: dict[str, Any] = {}
+            for key, getter, reuse in items:
+                if reuse is None:  # a nested object, built by the same rule
+                    payload[key] = getter(row, ctx, base[key])
+                elif reuse and type(value := base[key]) in _IMMUTABLE:
+                    payload[key] = value
+                else:
+                    payload[key] = getter(row, ctx)
+            return payload
+
+        return make
+
+    return build(_payload_tree([(parts, (getter, reuse)) for parts, getter, reuse in entries]))
 
 
 # --- mappers ------------------------------------------------------------------------------
@@ -522,10 +582,12 @@ class KindMapper:
         path: list[Any] = ["kinds", config.kind]
         self._external_id = self._compile_external_id(compiler, config.external_id, path)
         entries: list[tuple[tuple[str, ...], Getter]] = []
+        reads: list[set[str] | None] = []
         self._flat: list[tuple[str, Getter]] = []
         for key, spec in config.map.items():
             getter = compiler.spec(spec, [*path, "map", key])
             entries.append((tuple(key[len(PAYLOAD_PREFIX) :].split(".")), getter))
+            reads.append(_spec_reads(spec, config.primary_key))
             self._flat.append((key, getter))
         self._variations: Getter | None = None
         if config.variations is not None:
@@ -539,7 +601,13 @@ class KindMapper:
             self._variations = _compile_variations(compiler, config.variations, path)
             self._flat.append(("payload.variations", self._variations))
         self._build = _payload_builder(entries)
-        self._localize, self._present = _compile_translations(compiler, config, path)
+        self._localize, self._present, localized = _compile_translations(compiler, config, path)
+        self._build_translated = _reusing_builder(
+            [
+                (parts, getter, columns is not None and not columns & localized)
+                for (parts, getter), columns in zip(entries, reads, strict=True)
+            ]
+        )
         self._loaders = tuple(compiler.loaders)
 
     def _compile_external_id(
@@ -614,19 +682,21 @@ class KindMapper:
         assert translations is not None
         entities = []
         base = translations.base
+        base_payload: dict[str, Any] | None = None
         for locale in translations.locales:
             if not self._present(row, ctx, locale):
                 continue
             ctx.locale = locale
             if locale == base:
-                entities.append(Entity(self.kind, external_id, self._payload(row, ctx), base))
+                base_payload = self._payload(row, ctx)
+                entities.append(Entity(self.kind, external_id, base_payload, base))
             else:
                 localized = self._localize(row, ctx, locale)
                 entities.append(
                     Entity(
                         self.kind,
                         f"{external_id}:{locale}",
-                        self._payload(localized, ctx),
+                        self._payload(localized, ctx, base_payload),
                         locale,
                         external_id,
                     )
@@ -636,9 +706,16 @@ class KindMapper:
             entities.append(Entity(self.kind, external_id, self._payload(row, ctx), base))
         return entities
 
-    def _payload(self, row: Row, ctx: MapContext) -> dict[str, Any]:
+    def _payload(
+        self, row: Row, ctx: MapContext, base: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The payload of `row`; `base`, the base locale's payload of the same row, lends
+        the values that translating does not change."""
         try:
-            payload = self._build(row, ctx)
+            if base is None:
+                payload = self._build(row, ctx)
+            else:
+                payload = self._build_translated(row, ctx, base)
             if self._variations is not None:
                 variations, axes = self._variations(row, ctx)
                 if variations:
@@ -754,11 +831,16 @@ def _compile_variations(
 
 def _compile_translations(
     compiler: _KindCompiler, config: KindConfig, path: list[Any]
-) -> tuple[Callable[[Row, MapContext, str], Row], Callable[[Row, MapContext, str], bool] | None]:
-    """The per-locale row (localized columns overlaid) and the "present" predicate."""
+) -> tuple[
+    Callable[[Row, MapContext, str], Row],
+    Callable[[Row, MapContext, str], bool] | None,
+    frozenset[str],
+]:
+    """The per-locale row (localized columns overlaid), the "present" predicate and the
+    columns a locale may overlay."""
     translations = config.translations
     if translations is None:
-        return (lambda row, ctx, locale: row), None
+        return (lambda row, ctx, locale: row), None, frozenset()
     tpath = [*path, "translations"]
     catalog = compiler.catalog
     columns: dict[str, dict[str, str]] = {}  # locale -> {base column: localized column}
@@ -863,7 +945,7 @@ def _compile_translations(
         def present(row: Row, ctx: MapContext, locale: str) -> bool:
             return True
 
-    return localize, present
+    return localize, present, frozenset(translations.columns) | frozenset(overlay)
 
 
 # --- entry points -------------------------------------------------------------------------

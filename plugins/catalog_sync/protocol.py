@@ -128,26 +128,31 @@ def _has_non_finite_float(value: Any) -> bool:
 
     It runs for most lines of a snapshot (a `null` is common), so plain dicts, lists and
     scalars are dispatched on their exact type; other mappings and sequences still count.
+    Only children that may hold a float are stacked: most are text, numbers or null.
     """
     stack = [value]
-    pop, push_all = stack.pop, stack.extend
+    pop, push = stack.pop, stack.append
     no_float = _NO_FLOAT
     while stack:
         item = pop()
         kind = type(item)
-        if kind in no_float:
-            continue
         if kind is dict:
-            push_all(item.values())
+            children: Any = item.values()
         elif kind is list or kind is tuple:
-            push_all(item)
+            children = item
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return True
+            continue
         elif isinstance(item, Mapping):
-            push_all(item.values())
+            children = item.values()
         elif isinstance(item, list | tuple):
-            push_all(item)
+            children = item
+        else:
+            continue
+        for child in children:
+            if type(child) not in no_float:
+                push(child)
     return False
 
 
