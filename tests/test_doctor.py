@@ -12,7 +12,7 @@ import pytest
 
 from catalog_sync import protocol
 from catalog_sync.cli import main
-from dlq_support import ENTITY_MAP, cli_env, items, make_shop, write_map
+from dlq_support import ENTITY_MAP, TARGET, cli_env, items, make_shop, write_map
 from receiver_harness import Receiver, Tenant
 
 
@@ -144,3 +144,76 @@ def test_a_missing_table_fails_its_kind(doctor: Doctor) -> None:
 
     assert code == 2
     assert "unknown table 'items'" in lines["entity:product"]
+
+
+# --- a map with a targets: section: every target is checked ---------------------------------
+
+
+def _with_targets(doctor: Doctor, targets: str) -> None:
+    text = ENTITY_MAP + "targets:\n" + targets
+    doctor.monkeypatch.setenv("CATALOG_SYNC_CONFIG", str(write_map(doctor.tmp, text)))
+
+
+def _lines(out: str, label: str) -> list[str]:
+    return [
+        line.split(" ", 2)[0] + " " + line.split(" ", 2)[2]
+        for line in out.splitlines()
+        if line.split(" ", 2)[1] == label
+    ]
+
+
+def test_every_target_of_the_map_is_paired_and_checked(doctor: Doctor, receiver: Receiver) -> None:
+    doctor.shop(2)
+    other = receiver.pair()
+    doctor.monkeypatch.setenv("AIRFLOW_CONN_SHOP_B", other.airflow_connection())
+    _with_targets(
+        doctor,
+        f"  {TARGET}: {{kinds: [product]}}\n"
+        "  shop_b: {kinds: [product], filters: {product: {where: 'price > 0'}}}\n",
+    )
+
+    code, _lines_by_label, out = doctor.run()
+
+    assert code == 0, out
+    pairing = _lines(out, "pairing")
+    assert [line.split(":")[0] for line in pairing] == [
+        f"PASS connection {TARGET!r}",
+        "PASS connection 'shop_b'",
+    ]
+    assert _lines(out, "backend") == ["PASS signed status call answered: connected"] * 2
+    assert _lines(out, "targets") == [
+        f"PASS 2 target(s), their filters run on the source: {TARGET}, shop_b"
+    ]
+    assert other.secret_b64 not in out and doctor.tenant.secret_b64 not in out
+
+
+def test_an_unpaired_or_paused_target_is_named(doctor: Doctor) -> None:
+    doctor.shop(1)
+    _with_targets(
+        doctor,
+        f"  {TARGET}: {{kinds: [product], paused: 'backend migration'}}\n"
+        "  shop_c: {kinds: [product]}\n",
+    )
+
+    code, _lines_by_label, out = doctor.run()
+
+    assert code == 2
+    paused, unpaired = _lines(out, "pairing")
+    assert paused.startswith(f"WARN connection {TARGET!r}")
+    assert paused.endswith("; paused in the map: backend migration")
+    assert unpaired.startswith("FAIL no Airflow connection 'shop_c'")
+    assert _lines(out, "backend")[1] == "FAIL 'shop_c': not checked: pairing failed"
+
+
+def test_a_target_filter_the_source_refuses_fails_targets(doctor: Doctor) -> None:
+    doctor.shop(1)
+    _with_targets(
+        doctor,
+        f"  {TARGET}: {{kinds: [product], filters: {{product: {{where: 'no_such = 1'}}}}}}\n",
+    )
+
+    code, lines, _out = doctor.run()
+
+    assert code == 2
+    assert lines["targets"].startswith("FAIL")
+    assert f"targets.{TARGET}.filters.product" in lines["targets"]

@@ -179,17 +179,65 @@ def _entity_checks(catalog: Any, engine: sa.Engine) -> Iterator[Check]:
         )
 
 
-def run_checks(conn_id: str) -> list[Check]:
-    """Every check, in order; see the module docstring."""
+def _targets(catalog: Any, conn_id: str | None) -> list[tuple[str, str | None]]:
+    """(connection id, paused reason) of each target to check: `conn_id` alone when
+    given, else every target of the map's `targets:` section, else the default one."""
+    from catalog_sync.settings import load_settings
+
+    if conn_id is not None:
+        return [(conn_id, None)]
+    default = load_settings().target
+    if catalog is None:
+        return [(default, None)]
+    return [(target.name, target.paused) for target in catalog.target_list(default)]
+
+
+def _routes(catalog: Any, engine: sa.Engine) -> Check:
+    from catalog_sync import extract
+    from catalog_sync.settings import load_settings
+
+    targets = catalog.target_list(load_settings().target)
+    try:
+        extract.check_routes(engine, catalog, targets)
+    except CatalogSyncError as exc:
+        return Check(FAIL, "targets", str(exc))
+    return Check(
+        PASS,
+        "targets",
+        f"{len(targets)} target(s), their filters run on the source: "
+        + ", ".join(target.name for target in targets),
+    )
+
+
+def run_checks(conn_id: str | None = None) -> list[Check]:
+    """Every check, in order; see the module docstring. Without `conn_id`, every target
+    of the map (`pairing` and `backend` once each), or the default one."""
     from catalog_sync.config import load_config
     from catalog_sync.source import create_source_engine
 
-    pairing, hook = _pairing(conn_id)
-    checks = [pairing, _fernet(), _backend(hook)]
     try:
-        catalog = load_config()
+        catalog, problem = load_config(), None
     except CatalogSyncError as exc:
-        return [*checks, Check(FAIL, "entities", str(exc))]
+        catalog, problem = None, exc
+    targets = _targets(catalog, conn_id)
+    several = len(targets) > 1
+    checks: list[Check] = []
+    hooks = []
+    for name, paused in targets:
+        pairing, hook = _pairing(name)
+        hooks.append(hook)
+        if paused and pairing.status == PASS:
+            pairing = Check(WARN, "pairing", f"{pairing.message}; paused in the map: {paused}")
+        checks.append(pairing)
+    checks.append(_fernet())
+    for (name, _paused), hook in zip(targets, hooks, strict=True):
+        backend = _backend(hook)
+        if several and hook is None:
+            backend = dataclasses.replace(backend, message=f"{name!r}: {backend.message}")
+        checks.append(backend)
+    if catalog is None:
+        assert problem is not None
+        return _redacted([*checks, Check(FAIL, "entities", str(problem))], hooks)
     enabled = [k for k in catalog.kinds if not catalog.kinds[k].is_static]
     checks.append(
         Check(
@@ -199,16 +247,26 @@ def run_checks(conn_id: str) -> list[Check]:
     try:
         engine = create_source_engine()
     except CatalogSyncError as exc:
-        return [*checks, Check(FAIL, "entities", f"the source database: {exc}")]
+        return _redacted([*checks, Check(FAIL, "entities", f"the source database: {exc}")], hooks)
     try:
         checks.extend(_entity_checks(catalog, engine))
+        if catalog.targets is not None:
+            checks.append(_routes(catalog, engine))
     finally:
         engine.dispose()
     if not any(c.label == "host_profile" for c in checks):
         checks.append(
             Check(WARN, "host_profile", "no host_profile kind: the backend gets no capabilities")
         )
-    secret = getattr(getattr(hook, "settings", None), "secret_b64", "") if hook else ""
-    if secret:
-        checks = [dataclasses.replace(c, message=c.message.replace(secret, "***")) for c in checks]
+    return _redacted(checks, hooks)
+
+
+def _redacted(checks: list[Check], hooks: list[Any]) -> list[Check]:
+    """Every paired connection's secret masked once more (our messages never hold one)."""
+    for hook in hooks:
+        secret = getattr(getattr(hook, "settings", None), "secret_b64", "") if hook else ""
+        if secret:
+            checks = [
+                dataclasses.replace(c, message=c.message.replace(secret, "***")) for c in checks
+            ]
     return checks

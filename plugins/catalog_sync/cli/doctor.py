@@ -14,16 +14,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--conn-id",
-        help="the VoiceBot connection id (default: $CATALOG_SYNC_TARGET or voicebot_default)",
+        help="check this VoiceBot connection only (default: every target of the entity map's "
+        "targets: section, else $CATALOG_SYNC_TARGET or voicebot_default)",
     )
     parser.set_defaults(handler=_doctor)
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from catalog_sync.doctor import FAIL, run_checks
-    from catalog_sync.settings import load_settings
 
-    checks = run_checks(args.conn_id or load_settings().target)
+    checks = run_checks(args.conn_id)
     for check in checks:
         print(check.line())
     return 2 if any(check.status == FAIL for check in checks) else 0
