@@ -39,9 +39,6 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from snapshot_memory import _database  # noqa: E402 - the sibling bench's scratch databases
 
 SIZES = (100_000, 1_000_000)
 DELTA_CHANGES = 1000
@@ -127,6 +124,20 @@ def _child_delta(base_url: str, code: str) -> dict[str, Any]:
         "accepted": sum(line.accepted for line in outcome.ledger),
         "extracted": sum(line.extracted for line in outcome.ledger),
     }
+
+
+def _database(admin_url: str, name: str, *, drop: bool = False) -> str:
+    """A fresh scratch database `name` (or none: `drop`); returns its URL."""
+    import psycopg
+    import sqlalchemy as sa
+
+    admin = sa.make_url(admin_url)
+    params = {"host": admin.host, "port": admin.port or 5432, "user": admin.username}
+    with psycopg.connect(**params, dbname=admin.database or "postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return admin.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
 
 
 def _run_child(
