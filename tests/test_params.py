@@ -13,6 +13,10 @@ from catalog_sync import dag_factory, params
 from catalog_sync.errors import ConfigurationError
 
 KINDS = ["product", "category", "page"]  # check_conf tests; the DAGs use the demo map
+TARGETS = ["shop_a", "shop_b"]
+#: `check_conf` with the names of the map above.
+TARGETS_ORDER = ("shop_a", "shop_b")
+check = functools.partial(params.check_conf, kinds=KINDS, targets=TARGETS)
 NOW = dt.datetime(2025, 6, 1, 12, 0, 0)
 
 
@@ -57,43 +61,64 @@ def test_airflow_cannot_refuse_an_unknown_key() -> None:
 
 def test_check_conf_refuses_an_unknown_key_and_lists_the_known_ones() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown param\(s\) sincee.*since, dry_run"):
-        params.check_conf({"sincee": "x"}, mode=params.DELTA, kinds=KINDS, now=NOW)
+        check({"sincee": "x"}, mode=params.DELTA, now=NOW)
 
 
 def test_check_conf_refuses_since_on_the_full_dag_and_says_why() -> None:
     with pytest.raises(ConfigurationError, match="full run always sends the whole catalog"):
-        params.check_conf({"since": "2025-01-01T00:00:00Z"}, mode=params.FULL, kinds=KINDS)
+        check({"since": "2025-01-01T00:00:00Z"}, mode=params.FULL)
 
 
 def test_check_conf_refuses_a_since_in_the_future() -> None:
     with pytest.raises(ConfigurationError, match="in the future"):
-        params.check_conf(
-            {"since": "2025-06-01T12:00:01Z"}, mode=params.DELTA, kinds=KINDS, now=NOW
+        check(
+            {"since": "2025-06-01T12:00:01Z"},
+            mode=params.DELTA,
+            kinds=KINDS,
+            targets=TARGETS,
+            now=NOW,
         )
 
 
 def test_check_conf_refuses_a_since_without_offset() -> None:
     with pytest.raises(ConfigurationError, match="no UTC offset"):
-        params.check_conf({"since": "2025-01-01T00:00:00"}, mode=params.DELTA, kinds=KINDS)
+        check({"since": "2025-01-01T00:00:00"}, mode=params.DELTA)
 
 
 def test_check_conf_refuses_an_unknown_kind_and_names_the_known_ones() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown kind.*nope.*product, category, page"):
-        params.check_conf({"kinds": ["nope"]}, mode=params.FULL, kinds=KINDS)
+        check({"kinds": ["nope"]}, mode=params.FULL)
 
 
 def test_check_conf_converts_since_to_naive_utc() -> None:
-    run = params.check_conf(
-        {"since": "2025-01-01T02:00:00+02:00"}, mode=params.DELTA, kinds=KINDS, now=NOW
+    run = check(
+        {"since": "2025-01-01T02:00:00+02:00"},
+        mode=params.DELTA,
+        kinds=KINDS,
+        targets=TARGETS,
+        now=NOW,
     )
     assert run.since == dt.datetime(2025, 1, 1, 0, 0, 0)
 
 
 def test_check_conf_keeps_the_map_order_of_selected_kinds_and_defaults_to_all() -> None:
-    assert params.check_conf(
-        {"kinds": ["page", "product"]}, mode=params.DELTA, kinds=KINDS
-    ).kinds == (
+    assert check({"kinds": ["page", "product"]}, mode=params.DELTA).kinds == (
         "product",
         "page",
     )
-    assert params.check_conf({}, mode=params.DELTA, kinds=KINDS).kinds == tuple(KINDS)
+    assert check({}, mode=params.DELTA).kinds == tuple(KINDS)
+
+
+def test_airflow_refuses_an_unknown_target() -> None:
+    with pytest.raises(ParamValidationError, match="targets"):
+        validate(params.FULL, {"targets": ["nowhere"]})
+
+
+def test_check_conf_refuses_an_unknown_target_and_names_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown target\(s\) shop_c; .* shop_a, shop_b"):
+        check({"targets": ["shop_c"]}, mode=params.DELTA)
+
+
+def test_check_conf_keeps_the_named_targets_in_map_order() -> None:
+    assert check({"targets": ["shop_b", "shop_a"]}, mode=params.FULL).targets == TARGETS_ORDER
+    assert check({}, mode=params.FULL).targets == ()

@@ -39,10 +39,19 @@ def test_sync_exits_1_on_a_transient_failure(env: SyncEnv, run_cli) -> None:
     assert "try again later" in done.stderr
 
 
-def test_sync_exits_2_on_invalid_params(env: SyncEnv, run_cli) -> None:
-    done = run_cli("sync", "--kinds", "no_such_kind", env=env.vars)
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--kinds", "no_such_kind", "unknown kind(s) no_such_kind"),
+        ("--targets", "nowhere", "unknown target(s) nowhere; the entity map has voicebot_default"),
+    ],
+)
+def test_sync_exits_2_on_invalid_params(
+    env: SyncEnv, run_cli, option: str, value: str, problem: str
+) -> None:
+    done = run_cli("sync", option, value, env=env.vars)
     assert done.returncode == 2
-    assert "unknown kind(s) no_such_kind" in done.stderr
+    assert problem in done.stderr
 
 
 def test_sync_exits_2_on_a_configuration_error_in_a_task(env: SyncEnv, run_cli) -> None:

@@ -201,3 +201,20 @@ def test_targets_command_shows_pairing_pause_last_success_watermark_and_dead_let
     assert "target shop_b  paired: yes  paused: YES by command: audit" in table.stdout
     for secret in secrets_of(sqlite_world):
         assert secret not in shown + errors + table.stdout + table.stderr
+
+
+def test_a_run_naming_one_target_sends_to_it_alone_and_refuses_a_paused_one(
+    sqlite_world: TwoTargets, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcome = sqlite_world.run(full=True, conf={"targets": ["shop_b"]})
+    assert outcome.succeeded, outcome.failures
+    assert {line.target for line in outcome.ledger} == {"shop_b"}
+    assert sqlite_world.names("shop_b") == sqlite_world.expected("shop_b")
+    assert sqlite_world.held("shop_a") == {}
+    assert sqlite_world.watermark("shop_a") is None
+
+    assert _cli(capsys, "targets", "pause", "shop_b", "--reason", "site migration")[0] == 0
+    refused = sqlite_world.run(full=False, conf={"targets": ["shop_b"]})
+    assert not refused.succeeded
+    [error] = refused.configuration_errors
+    assert "shop_b (site migration) are paused" in str(error)

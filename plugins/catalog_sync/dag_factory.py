@@ -89,10 +89,13 @@ def _start_date(settings: Settings) -> dt.datetime:
     return pendulum.datetime(2024, 1, 1, tz=settings.timezone)
 
 
-def _kinds() -> list[str]:
+def _params(mode: str, settings: Settings) -> dict[str, Any]:
+    """The DAG's params, their choices (kinds, targets) taken from the entity map."""
     from catalog_sync.config import load_config
 
-    return list(load_config().kinds)
+    catalog = load_config()
+    targets = [target.name for target in catalog.target_list(settings.target)]
+    return params.declare(mode, list(catalog.kinds), targets)
 
 
 def _has_targets() -> bool:
@@ -117,7 +120,7 @@ def build_delta_dag(
         catchup=False,
         max_active_runs=1,
         default_args=default_args(settings, retries),
-        params=params.declare(params.DELTA, _kinds()),
+        params=_params(params.DELTA, settings),
         tags=TAGS,
         doc_md=__doc__,
     )
@@ -169,7 +172,7 @@ def build_full_dag(
         catchup=False,
         max_active_runs=1,
         default_args=default_args(settings, retries),
-        params=params.declare(params.FULL, _kinds()),
+        params=_params(params.FULL, settings),
         tags=TAGS,
         doc_md=__doc__,
     )

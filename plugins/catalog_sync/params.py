@@ -3,7 +3,7 @@
 Airflow 3.3 validates a run's conf when the run is created (`create_dagrun` merges the
 conf into the DAG's `ParamsDict` and validates each Param's JSON schema), so `airflow
 dags trigger`, the REST API and `dag.test(run_conf=...)` refuse a bad `since`, `dry_run`,
-`kinds` or `force` before any task runs. It cannot refuse a key the DAG does not declare
+`kinds`, `targets` or `force` before any task runs. It cannot refuse a key the DAG does not declare
 (the merge turns it into a new, schema-less Param), nor a `since` in the future (a
 comparison with "now" is no JSON schema). `check_conf` makes those checks; the `plan`
 task runs it first and fails fast (AirflowFailException, no retry).
@@ -22,22 +22,24 @@ DELTA = "delta"
 FULL = "full"
 #: The params each DAG declares.
 KEYS: dict[str, tuple[str, ...]] = {
-    DELTA: ("since", "dry_run", "kinds"),
-    FULL: ("dry_run", "kinds", "force"),
+    DELTA: ("since", "dry_run", "kinds", "targets"),
+    FULL: ("dry_run", "kinds", "targets", "force"),
 }
 
 
 @dataclass(frozen=True)
 class RunParams:
-    """A run's validated params: `kinds` is never empty (empty conf = every kind)."""
+    """A run's validated params: `kinds` is never empty (empty conf = every kind);
+    `targets` empty means every target that is not paused."""
 
     kinds: tuple[str, ...]
+    targets: tuple[str, ...] = ()
     dry_run: bool = False
     since: dt.datetime | None = None  # naive UTC
     force: bool = False
 
 
-def declare(mode: str, kinds: Sequence[str]) -> dict[str, Any]:
+def declare(mode: str, kinds: Sequence[str], targets: Sequence[str]) -> dict[str, Any]:
     """The DAG's `params=`: JSON schemas Airflow checks when a run is triggered."""
     from airflow.sdk import Param
 
@@ -53,6 +55,13 @@ def declare(mode: str, kinds: Sequence[str]) -> dict[str, Any]:
             items={"type": "string", "enum": list(kinds)},
             uniqueItems=True,
             description="Only these kinds (empty: every kind of the entity map).",
+        ),
+        "targets": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": list(targets)},
+            uniqueItems=True,
+            description="Only these targets (empty: every target that is not paused).",
         ),
     }
     if mode == DELTA:
@@ -97,11 +106,13 @@ def check_conf(
     *,
     mode: str,
     kinds: Sequence[str],
+    targets: Sequence[str],
     now: dt.datetime | None = None,
 ) -> RunParams:
     """Validate a run's conf (what the user passed) into RunParams; ConfigurationError if bad.
 
-    `now` is naive UTC (default: the worker's clock).
+    `kinds` and `targets` are the names the entity map knows; `now` is naive UTC (default:
+    the worker's clock).
     """
     conf = dict(conf or {})
     allowed = KEYS[mode]
@@ -116,14 +127,8 @@ def check_conf(
             f"unknown param(s) {', '.join(unknown)} for the {mode} DAG; it takes only "
             f"{', '.join(allowed)}"
         )
-    selected = conf.get("kinds") or []
-    if not isinstance(selected, list | tuple) or not all(isinstance(k, str) for k in selected):
-        raise ConfigurationError(f"kinds must be a list of kind names, not {selected!r}")
-    strangers = [k for k in selected if k not in kinds]
-    if strangers:
-        raise ConfigurationError(
-            f"unknown kind(s) {', '.join(strangers)}; the entity map has {', '.join(kinds)}"
-        )
+    selected = _names(conf, "kinds", "kind", kinds)
+    chosen = _names(conf, "targets", "target", targets)
     flags = {}
     for name in ("dry_run", "force"):
         value = conf.get(name, False)
@@ -140,4 +145,19 @@ def check_conf(
                 "nothing changed after it yet"
             )
     ordered = tuple(k for k in kinds if k in selected) if selected else tuple(kinds)
-    return RunParams(kinds=ordered, since=since, **flags)
+    return RunParams(
+        kinds=ordered, targets=tuple(t for t in targets if t in chosen), since=since, **flags
+    )
+
+
+def _names(conf: Mapping[str, Any], key: str, noun: str, known: Sequence[str]) -> list[str]:
+    """`conf[key]`: a list of names the entity map knows (empty when not given)."""
+    selected = conf.get(key) or []
+    if not isinstance(selected, list | tuple) or not all(isinstance(k, str) for k in selected):
+        raise ConfigurationError(f"{key} must be a list of {noun} names, not {selected!r}")
+    strangers = [k for k in selected if k not in known]
+    if strangers:
+        raise ConfigurationError(
+            f"unknown {noun}(s) {', '.join(strangers)}; the entity map has {', '.join(known)}"
+        )
+    return list(selected)

@@ -37,10 +37,13 @@ def run_once(*, full: bool, conf: dict[str, Any], retries: int = 0) -> RunOutcom
 
     from catalog_sync import dag_factory, params
     from catalog_sync.config import load_config
+    from catalog_sync.settings import load_settings
 
     # Fail before Airflow starts: the same checks the plan task makes.
+    catalog = load_config()
+    targets = [target.name for target in catalog.target_list(load_settings().target)]
     params.check_conf(
-        conf, mode=params.FULL if full else params.DELTA, kinds=list(load_config().kinds)
+        conf, mode=params.FULL if full else params.DELTA, kinds=list(catalog.kinds), targets=targets
     )
     build = dag_factory.build_full_dag if full else dag_factory.build_delta_dag
     dag = build(retries=retries)

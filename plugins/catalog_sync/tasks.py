@@ -140,6 +140,10 @@ def paused_targets(catalog: Any, settings: Settings, state: Any) -> dict[str, st
     return paused
 
 
+def _names(catalog: Any, settings: Settings) -> list[str]:
+    return [target.name for target in catalog.target_list(settings.target)]
+
+
 def _active_targets(catalog: Any, settings: Settings, state: Any) -> list[Any]:
     """The targets this run sends to; a paused one is logged and keeps its watermarks."""
     paused = paused_targets(catalog, settings, state)
@@ -150,6 +154,23 @@ def _active_targets(catalog: Any, settings: Settings, state: Any) -> list[Any]:
             reason,
         )
     return [t for t in catalog.target_list(settings.target) if t.name not in paused]
+
+
+def _run_targets(catalog: Any, settings: Settings, state: Any, run: params.RunParams) -> list:
+    """The targets of this run: every active one, or those the run names (`targets`).
+
+    A run that names a paused target fails: sending to it would skip its pause, and
+    leaving it out silently would hide that nothing was sent."""
+    if run.targets:
+        paused = paused_targets(catalog, settings, state)
+        named = [f"{name} ({paused[name]})" for name in run.targets if name in paused]
+        if named:
+            raise ConfigurationError(
+                f"target(s) {', '.join(named)} are paused; resume them first "
+                "(catalog-sync targets resume NAME) or leave them out of targets"
+            )
+    active = _active_targets(catalog, settings, state)
+    return [t for t in active if not run.targets or t.name in run.targets]
 
 
 def _routed(item: Mapping[str, Any]) -> Any:
@@ -257,13 +278,15 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
     (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
-    run = params.check_conf(conf, mode=params.DELTA, kinds=list(catalog.kinds))
+    run = params.check_conf(
+        conf, mode=params.DELTA, kinds=list(catalog.kinds), targets=_names(catalog, settings)
+    )
     identity = _run_identity(params.DELTA, dag_id, run_id)
     items = []
     with _engine() as engine, _state() as state:
         state.ensure_schema()
         extract.prepare(engine, catalog)
-        targets = _active_targets(catalog, settings, state)
+        targets = _run_targets(catalog, settings, state, run)
         extract.check_routes(engine, catalog, targets)
         pairs = [(t, k) for t in targets for k in run.kinds if k in t.kinds]
         with engine.connect() as conn:
@@ -514,12 +537,14 @@ def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> li
     """Validate the run and the map against the live database; one item per (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
-    run = params.check_conf(conf, mode=params.FULL, kinds=list(catalog.kinds))
+    run = params.check_conf(
+        conf, mode=params.FULL, kinds=list(catalog.kinds), targets=_names(catalog, settings)
+    )
     identity = _run_identity(params.FULL, dag_id, run_id)
     with _engine() as engine, _state() as state:
         state.ensure_schema()
         extract.prepare(engine, catalog)
-        targets = _active_targets(catalog, settings, state)
+        targets = _run_targets(catalog, settings, state, run)
         extract.check_routes(engine, catalog, targets)
         plan = []
         with engine.connect() as conn:

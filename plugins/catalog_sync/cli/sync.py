@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="stage everything and log samples; send nothing"
     )
     sync.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds")
+    sync.add_argument(
+        "--targets", nargs="+", metavar="TARGET", help="only these targets (of the map's targets:)"
+    )
     sync.add_argument("--force", action="store_true", help="full: override the guards")
     sync.set_defaults(handler=_sync)
 
@@ -38,6 +41,8 @@ def conf_of(args: argparse.Namespace) -> dict[str, Any]:
         conf["dry_run"] = True
     if args.kinds:
         conf["kinds"] = list(args.kinds)
+    if args.targets:
+        conf["targets"] = list(args.targets)
     if args.force:
         conf["force"] = True
     return conf
