@@ -263,6 +263,9 @@ class CatalogConfig:
             return [TargetConfig(name=default, kinds=tuple(self.kinds))]
         return list(self.targets.values())
 
+    def target_names(self, default: str) -> list[str]:
+        return [target.name for target in self.target_list(default)]
+
     def target(self, name: str, default: str) -> TargetConfig:
         """The target called `name`, or a clear error naming the configured ones."""
         known = {target.name: target for target in self.target_list(default)}

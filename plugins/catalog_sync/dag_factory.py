@@ -94,8 +94,7 @@ def _params(mode: str, settings: Settings) -> dict[str, Any]:
     from catalog_sync.config import load_config
 
     catalog = load_config()
-    targets = [target.name for target in catalog.target_list(settings.target)]
-    return params.declare(mode, list(catalog.kinds), targets)
+    return params.declare(mode, list(catalog.kinds), catalog.target_names(settings.target))
 
 
 def _has_targets() -> bool:

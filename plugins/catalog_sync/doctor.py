@@ -179,24 +179,20 @@ def _entity_checks(catalog: Any, engine: sa.Engine) -> Iterator[Check]:
         )
 
 
-def _targets(catalog: Any, conn_id: str | None) -> list[tuple[str, str | None]]:
+def _targets(catalog: Any, conn_id: str | None, default: str) -> list[tuple[str, str | None]]:
     """(connection id, paused reason) of each target to check: `conn_id` alone when
-    given, else every target of the map's `targets:` section, else the default one."""
-    from catalog_sync.settings import load_settings
-
+    given, else every target of the map's `targets:` section, else `default`."""
     if conn_id is not None:
         return [(conn_id, None)]
-    default = load_settings().target
     if catalog is None:
         return [(default, None)]
     return [(target.name, target.paused) for target in catalog.target_list(default)]
 
 
-def _routes(catalog: Any, engine: sa.Engine) -> Check:
+def _routes(catalog: Any, engine: sa.Engine, default: str) -> Check:
     from catalog_sync import extract
-    from catalog_sync.settings import load_settings
 
-    targets = catalog.target_list(load_settings().target)
+    targets = catalog.target_list(default)
     try:
         extract.check_routes(engine, catalog, targets)
     except CatalogSyncError as exc:
@@ -213,13 +209,15 @@ def run_checks(conn_id: str | None = None) -> list[Check]:
     """Every check, in order; see the module docstring. Without `conn_id`, every target
     of the map (`pairing` and `backend` once each), or the default one."""
     from catalog_sync.config import load_config
+    from catalog_sync.settings import load_settings
     from catalog_sync.source import create_source_engine
 
+    default = load_settings().target
     try:
         catalog, problem = load_config(), None
     except CatalogSyncError as exc:
         catalog, problem = None, exc
-    targets = _targets(catalog, conn_id)
+    targets = _targets(catalog, conn_id, default)
     several = len(targets) > 1
     checks: list[Check] = []
     hooks = []
@@ -251,7 +249,7 @@ def run_checks(conn_id: str | None = None) -> list[Check]:
     try:
         checks.extend(_entity_checks(catalog, engine))
         if catalog.targets is not None:
-            checks.append(_routes(catalog, engine))
+            checks.append(_routes(catalog, engine, default))
     finally:
         engine.dispose()
     if not any(c.label == "host_profile" for c in checks):

@@ -150,6 +150,18 @@ def check_conf(
     )
 
 
+def check_for_map(
+    conf: Mapping[str, Any] | None, *, mode: str, catalog: Any, default_target: str
+) -> RunParams:
+    """`check_conf` against the kinds and targets of this entity map (a CatalogConfig)."""
+    return check_conf(
+        conf,
+        mode=mode,
+        kinds=list(catalog.kinds),
+        targets=catalog.target_names(default_target),
+    )
+
+
 def _names(conf: Mapping[str, Any], key: str, noun: str, known: Sequence[str]) -> list[str]:
     """`conf[key]`: a list of names the entity map knows (empty when not given)."""
     selected = conf.get(key) or []

@@ -40,10 +40,11 @@ def run_once(*, full: bool, conf: dict[str, Any], retries: int = 0) -> RunOutcom
     from catalog_sync.settings import load_settings
 
     # Fail before Airflow starts: the same checks the plan task makes.
-    catalog = load_config()
-    targets = [target.name for target in catalog.target_list(load_settings().target)]
-    params.check_conf(
-        conf, mode=params.FULL if full else params.DELTA, kinds=list(catalog.kinds), targets=targets
+    params.check_for_map(
+        conf,
+        mode=params.FULL if full else params.DELTA,
+        catalog=load_config(),
+        default_target=load_settings().target,
     )
     build = dag_factory.build_full_dag if full else dag_factory.build_delta_dag
     dag = build(retries=retries)

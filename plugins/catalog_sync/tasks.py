@@ -140,37 +140,30 @@ def paused_targets(catalog: Any, settings: Settings, state: Any) -> dict[str, st
     return paused
 
 
-def _names(catalog: Any, settings: Settings) -> list[str]:
-    return [target.name for target in catalog.target_list(settings.target)]
+def _run_targets(catalog: Any, settings: Settings, state: Any, run: params.RunParams) -> list:
+    """The targets of this run: every one not paused, or those the run names (`targets`).
 
-
-def _active_targets(catalog: Any, settings: Settings, state: Any) -> list[Any]:
-    """The targets this run sends to; a paused one is logged and keeps its watermarks."""
+    A paused target is logged and keeps its watermarks. A run that names a paused target
+    fails: sending to it would skip its pause, and leaving it out silently would hide
+    that nothing was sent."""
     paused = paused_targets(catalog, settings, state)
+    named = [f"{name} ({paused[name]})" for name in run.targets if name in paused]
+    if named:
+        raise ConfigurationError(
+            f"target(s) {', '.join(named)} are paused; resume them first "
+            "(catalog-sync targets resume NAME) or leave them out of targets"
+        )
     for name, reason in paused.items():
         log.warning(
             "target %s is paused (%s): skipped; its watermarks stay, so it catches up on resume",
             name,
             reason,
         )
-    return [t for t in catalog.target_list(settings.target) if t.name not in paused]
-
-
-def _run_targets(catalog: Any, settings: Settings, state: Any, run: params.RunParams) -> list:
-    """The targets of this run: every active one, or those the run names (`targets`).
-
-    A run that names a paused target fails: sending to it would skip its pause, and
-    leaving it out silently would hide that nothing was sent."""
-    if run.targets:
-        paused = paused_targets(catalog, settings, state)
-        named = [f"{name} ({paused[name]})" for name in run.targets if name in paused]
-        if named:
-            raise ConfigurationError(
-                f"target(s) {', '.join(named)} are paused; resume them first "
-                "(catalog-sync targets resume NAME) or leave them out of targets"
-            )
-    active = _active_targets(catalog, settings, state)
-    return [t for t in active if not run.targets or t.name in run.targets]
+    return [
+        t
+        for t in catalog.target_list(settings.target)
+        if t.name not in paused and (not run.targets or t.name in run.targets)
+    ]
 
 
 def _routed(item: Mapping[str, Any]) -> Any:
@@ -278,8 +271,8 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
     (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
-    run = params.check_conf(
-        conf, mode=params.DELTA, kinds=list(catalog.kinds), targets=_names(catalog, settings)
+    run = params.check_for_map(
+        conf, mode=params.DELTA, catalog=catalog, default_target=settings.target
     )
     identity = _run_identity(params.DELTA, dag_id, run_id)
     items = []
@@ -484,7 +477,7 @@ def report(plan: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str) -> di
     settings = load_settings()
     catalog = _catalog()
     key = run_key(dag_id, run_id)
-    targets = [target.name for target in catalog.target_list(settings.target)]
+    targets = catalog.target_names(settings.target)
     with _state() as state:
         state.ensure_schema()
         lines = [e for e in state.ledger(limit=5000) if e.run_id == run_id]
@@ -537,8 +530,8 @@ def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> li
     """Validate the run and the map against the live database; one item per (target, kind)."""
     settings = load_settings()
     catalog = _catalog()
-    run = params.check_conf(
-        conf, mode=params.FULL, kinds=list(catalog.kinds), targets=_names(catalog, settings)
+    run = params.check_for_map(
+        conf, mode=params.FULL, catalog=catalog, default_target=settings.target
     )
     identity = _run_identity(params.FULL, dag_id, run_id)
     with _engine() as engine, _state() as state:
@@ -549,7 +542,7 @@ def plan_full(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> li
         plan = []
         with engine.connect() as conn:
             for target in targets:
-                routed = catalog if catalog.targets is None else catalog.for_target(target)
+                routed = catalog.for_target(target)  # no filters without a targets: section
                 for kind in (k for k in run.kinds if k in target.kinds):
                     ranges = extract.snapshot_ranges(
                         conn,
