@@ -322,7 +322,13 @@ def _split(results: dict[int, dict[str, Any]]) -> str:
         text = ", ".join(f"{kind} {n}" for kind, n in split.items()) or "none"
         per_size.append(f"{size:,}: {text}")
     workers = next(iter(results.values()))["snapshot"]["workers"]
-    return f"Kinds split into parts: {'; '.join(per_size)}. Extract tasks run {workers} at a time."
+    from catalog_sync.settings import load_settings
+
+    in_sql = load_settings().snapshot_sql
+    return (
+        f"Kinds split into parts: {'; '.join(per_size)}. Extract tasks run {workers} at a "
+        f"time. Lines built by PostgreSQL (CATALOG_SYNC_SNAPSHOT_SQL): {'on' if in_sql else 'off'}."
+    )
 
 
 def _report(

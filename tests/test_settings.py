@@ -75,3 +75,21 @@ def test_the_snapshot_split_settings_are_read(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_PART_ROWS", "1000")
     settings = load_settings()
     assert (settings.snapshot_parts, settings.snapshot_part_rows) == (8, 1000)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", True), ("0", False), ("off", False), ("1", True)]
+)
+def test_snapshot_lines_built_in_sql_is_a_switch(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_SQL", value)
+    assert load_settings().snapshot_sql is expected
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CATALOG_SYNC_SNAPSHOT_SQL", "maybe")
+    with pytest.raises(ConfigurationError, match="CATALOG_SYNC_SNAPSHOT_SQL='maybe' is neither"):
+        load_settings()

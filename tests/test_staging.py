@@ -20,6 +20,11 @@ def _entities(n: int, text_size: int = 10) -> Iterator[Entity]:
         yield Entity("product", f"laravel:product:{i}", {"name": f"P{i}", "text": "x" * text_size})
 
 
+def _lines(n: int) -> Iterator[bytes]:
+    """Snapshot lines as the extract encodes them."""
+    return (protocol.dumps(entity.snapshot_line()) for entity in _entities(n))
+
+
 def _batches(tmp_path: Path, items, **limits) -> tuple[dict, list[tuple[str, bytes]]]:
     manifest = staging.write_delta_batches(
         (tmp_path / "d.ndjson.gz").as_uri(),
@@ -109,7 +114,7 @@ def test_same_entities_give_byte_identical_gzip(tmp_path: Path) -> None:
             staging.write_snapshot_part(
                 (tmp_path / name / "p.ndjson.gz").as_uri(),
                 "product",
-                _entities(5000),
+                _lines(5000),
                 (tmp_path / name / "f.ndjson.gz").as_uri(),
             )
         )
@@ -174,7 +179,7 @@ def test_s3_staging_round_trips_through_a_local_server(
 
     monkeypatch.setenv(staging.ENV_STAGING, f"s3://{s3_bucket}/staging")
     uri = staging.join(staging.staging_root(), "run", "snapshot", "product.ndjson.gz")
-    part = staging.write_snapshot_part(uri, "product", _entities(3000), uri + ".failures")
+    part = staging.write_snapshot_part(uri, "product", _lines(3000), uri + ".failures")
     client = boto3.client("s3", endpoint_url=staging.os.environ[staging.ENV_S3_ENDPOINT])
     stored = client.get_object(Bucket=s3_bucket, Key="staging/run/snapshot/product.ndjson.gz")
     data = stored["Body"].read()
@@ -188,5 +193,5 @@ def test_s3_missing_bucket_is_a_configuration_error(
 ) -> None:
     with pytest.raises(ConfigurationError, match="NoSuchBucket"):
         staging.write_snapshot_part(
-            "s3://no-such-bucket/p.gz", "product", _entities(1), "s3://no-such-bucket/f.gz"
+            "s3://no-such-bucket/p.gz", "product", _lines(1), "s3://no-such-bucket/f.gz"
         )

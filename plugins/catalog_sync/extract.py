@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from catalog_sync import mapping, staging
+from catalog_sync import mapping, protocol, pushdown, staging
 from catalog_sync.config import (
     CatalogConfig,
     KindConfig,
@@ -474,6 +474,63 @@ def iter_snapshot(
         yield from mapper.map_rows(rows, ctx)
 
 
+def iter_snapshot_lines(
+    conn: sa.Connection,
+    catalog: CatalogConfig,
+    mapper: KindMapper,
+    page_size: int | None = None,
+    pk_range: PkRange = WHOLE,
+    *,
+    in_sql: bool = True,
+) -> Iterator[bytes | MappingFailure]:
+    """`iter_snapshot` as encoded NDJSON lines. With `in_sql`, on PostgreSQL the database
+    builds them (`pushdown`); both ways give the same bytes."""
+    plan = None
+    if in_sql and conn.dialect.name == "postgresql":
+        plan = _line_plan(conn, mapper, pk_range)
+    if plan is None:
+        for item in iter_snapshot(conn, catalog, mapper, page_size, pk_range):
+            yield protocol.dumps(item.snapshot_line()) if isinstance(item, Entity) else item
+        return
+    plan, live, query = plan
+
+    def python_rows(keys: list[Any]) -> Sequence[sa.RowMapping]:
+        stmt = query.live_by_pk().where(query.pk == sa.any_(sa.bindparam("keys", keys)))
+        return conn.execute(stmt).mappings().all()
+
+    pages = pushdown.fetch_pages(conn, plan, live, page_size or catalog.sync.page_size, pk_range)
+    yield from pushdown.iter_lines(conn, plan, _read_ahead(pages), python_rows)
+
+
+def _line_plan(
+    conn: sa.Connection, mapper: KindMapper, pk_range: PkRange = WHOLE
+) -> tuple[pushdown.LinePlan, str, _KindQuery] | None:
+    """The kind's `pushdown` plan, its live-row predicate and query; None (and why, in the
+    log) when its lines are built the ordinary way."""
+    query = _KindQuery(conn.dialect, mapper.config)
+    try:
+        plan = pushdown.compile_plan(mapper, conn)
+        live = "TRUE"
+        if query.flag is not None:
+            live = str(
+                (query.flag == 0).compile(
+                    dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+                )
+            )
+            if "%" in live:
+                raise pushdown.NotPushable("the deleted or route predicate holds a %")
+        pushdown.check(conn, plan, live, pk_range)
+    except pushdown.NotPushable as exc:
+        log.info("snapshot of %s: lines built in Python (%s)", mapper.kind, exc)
+        return None
+    log.info(
+        "snapshot of %s: lines built by PostgreSQL (%d values computed in Python)",
+        mapper.kind,
+        len(plan.slots),
+    )
+    return plan, live, query
+
+
 #: Pages read ahead of the mapping: memory stays a few pages whatever the catalog's size.
 READ_AHEAD_PAGES = 2
 
@@ -610,13 +667,15 @@ def extract_snapshot(
     root: str | None = None,
     page_size: int | None = None,
     part: tuple[int, PkRange] | None = None,
+    in_sql: bool = True,
 ) -> dict[str, Any]:
     """Stage a full snapshot of `kinds` (default: all, in map order) at one point in time.
 
     Returns {point, counts, parts}: `point` becomes every kind's watermark; `counts` is
     the `expected_counts` of `init` (kinds with at least one line, in order); the parts
     concatenate byte-wise into the upload. `part` = (index, key range) stages that part
-    of a split kind (`snapshot_ranges`) under its own file names.
+    of a split kind (`snapshot_ranges`) under its own file names. `in_sql`: let
+    PostgreSQL build the lines (`iter_snapshot_lines`).
     """
     mappers = mappers if mappers is not None else prepare(engine, catalog)
     kinds = list(kinds) if kinds is not None else list(catalog.kinds)
@@ -630,7 +689,9 @@ def extract_snapshot(
                 staging.write_snapshot_part(
                     staging.join(base, f"{kind}{suffix}.ndjson.gz"),
                     kind,
-                    iter_snapshot(conn, catalog, mappers[kind], page_size, pk_range),
+                    iter_snapshot_lines(
+                        conn, catalog, mappers[kind], page_size, pk_range, in_sql=in_sql
+                    ),
                     staging.join(base, f"{kind}{suffix}.failures.ndjson.gz"),
                 )
             )

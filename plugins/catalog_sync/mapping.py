@@ -514,7 +514,7 @@ _COLUMN_SPECS = frozenset(
 ReusingBuilder = Callable[[Row, MapContext, dict[str, Any]], dict[str, Any]]
 
 
-def _spec_reads(spec: Mapping[str, Any], primary_key: str) -> set[str] | None:
+def spec_reads(spec: Mapping[str, Any], primary_key: str) -> set[str] | None:
     """The row columns a value spec reads, or None when it may depend on more (the
     locale, a callable, a fresh copy of a constant)."""
     keyword = next(iter(spec))
@@ -575,6 +575,8 @@ class KindMapper:
         self.columns: tuple[str, ...] | None = (
             tuple(compiler.columns) if compiler.columns is not None else None
         )
+        #: Column name -> SQLAlchemy type (None for a select's); None for a custom source.
+        self.column_types: dict[str, Any] | None = compiler.columns
         self.source_class: type | None = None
         self._static: Entity | None = None
         self._required = protocol.REQUIRED_PAYLOAD_KEYS.get(config.kind, ())
@@ -587,9 +589,10 @@ class KindMapper:
         for key, spec in config.map.items():
             getter = compiler.spec(spec, [*path, "map", key])
             entries.append((tuple(key[len(PAYLOAD_PREFIX) :].split(".")), getter))
-            reads.append(_spec_reads(spec, config.primary_key))
+            reads.append(spec_reads(spec, config.primary_key))
             self._flat.append((key, getter))
         self._variations: Getter | None = None
+        self.variations_loader: int | None = None
         if config.variations is not None:
             for key in ("payload.variations", "payload.variant_axes"):
                 if key in config.map:
@@ -599,8 +602,11 @@ class KindMapper:
                         "remove it from the map or drop `variations:`",
                     )
             self._variations = _compile_variations(compiler, config.variations, path)
+            self.variations_loader = len(compiler.loaders) - 1  # the one it added
             self._flat.append(("payload.variations", self._variations))
         self._build = _payload_builder(entries)
+        #: Map key -> its compiled getter (`pushdown` runs some of them on their own).
+        self.getters: dict[str, Getter] = dict(self._flat)
         self._localize, self._present, localized = _compile_translations(compiler, config, path)
         self._build_translated = _reusing_builder(
             [
@@ -641,11 +647,17 @@ class KindMapper:
         """Entities made from the map alone (host_profile): no rows involved."""
         return [self._static] if self._static is not None else []
 
-    def new_context(self, conn: sa.Connection | None, rows: Sequence[Row]) -> MapContext:
+    def new_context(
+        self, conn: sa.Connection | None, rows: Sequence[Row], only: int | None = None
+    ) -> MapContext:
+        """A context with the relations of `rows` loaded (of loader `only`, when given)."""
         ctx = MapContext(self.kind, self.catalog.producer, self.catalog.vars)
         if self._loaders and rows:
             assert conn is not None, "relation loaders need a connection"
-            ctx.page = [loader.load_page(conn, rows) for loader in self._loaders]
+            ctx.page = [
+                loader.load_page(conn, rows) if only in (None, index) else {}
+                for index, loader in enumerate(self._loaders)
+            ]
         else:
             ctx.page = [{} for _ in self._loaders]
         return ctx

@@ -29,6 +29,7 @@ ENV_LOCK_TIMEOUT = "CATALOG_SYNC_LOCK_TIMEOUT_SECONDS"
 ENV_LOCK_LEASE = "CATALOG_SYNC_LOCK_LEASE_SECONDS"
 ENV_SNAPSHOT_PARTS = "CATALOG_SYNC_SNAPSHOT_PARTS"
 ENV_SNAPSHOT_PART_ROWS = "CATALOG_SYNC_SNAPSHOT_PART_ROWS"
+ENV_SNAPSHOT_SQL = "CATALOG_SYNC_SNAPSHOT_SQL"
 
 DEFAULT_TARGET = "voicebot_default"
 DEFAULT_DELTA_SCHEDULE = "*/15 * * * *"
@@ -57,6 +58,7 @@ class Settings:
     lock_lease_s: float = 3600.0
     snapshot_parts: int = 4
     snapshot_part_rows: int = 50_000
+    snapshot_sql: bool = True
 
 
 def _text(name: str, default: str) -> str:
@@ -76,6 +78,17 @@ def _number(name: str, default: float, *, minimum: float, integer: bool = False)
     if value < minimum:
         raise ConfigurationError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
+
+
+def _switch(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is neither on (1, true) nor off (0, false)")
 
 
 def _cron(name: str, default: str) -> str:
@@ -153,4 +166,5 @@ def load_settings() -> Settings:
         lock_lease_s=_number(ENV_LOCK_LEASE, 3600.0, minimum=1.0),
         snapshot_parts=int(_number(ENV_SNAPSHOT_PARTS, 4, minimum=1, integer=True)),
         snapshot_part_rows=int(_number(ENV_SNAPSHOT_PART_ROWS, 50_000, minimum=1, integer=True)),
+        snapshot_sql=_switch(ENV_SNAPSHOT_SQL, True),
     )

@@ -275,9 +275,9 @@ class FailureLog:
 
 
 def write_snapshot_part(
-    uri: str, kind: str, items: Iterable[Entity | MappingFailure], failures_uri: str
+    uri: str, kind: str, items: Iterable[bytes | MappingFailure], failures_uri: str
 ) -> dict[str, Any]:
-    """Stream one kind's entities to a spec-7 part; returns its manifest entry.
+    """Stream one kind's encoded lines to a spec-7 part; returns its manifest entry.
 
     A MappingFailure is logged to `failures_uri`, counted, and never silently dropped.
     """
@@ -285,8 +285,8 @@ def write_snapshot_part(
     writer = GzipNdjsonWriter(uri)
     try:
         for item in items:
-            if isinstance(item, Entity):
-                writer.write_line(protocol.dumps(item.snapshot_line()))
+            if isinstance(item, bytes):
+                writer.write_line(item)
             else:
                 failures.add_mapping_failure(item)
         part = writer.close()

@@ -589,6 +589,7 @@ def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
             kinds=[item["kind"]],
             mappers=mapping.compile_mappers(catalog, engine),
             part=(index, tuple(item["range"])) if parts > 1 else None,
+            in_sql=load_settings().snapshot_sql,
         )
     part = snapshot["parts"][0]
     log.info(

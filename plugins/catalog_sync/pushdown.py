@@ -1,0 +1,776 @@
+"""Snapshot lines built by PostgreSQL: the SQL writes most of each NDJSON line.
+
+A full snapshot of a big catalog is CPU-bound in Python: a dict per entity, a getter
+per key, then the encoder. On PostgreSQL a kind's snapshot instead runs one SELECT
+whose columns are the finished pieces of each line. PostgreSQL computes what it can
+compute exactly: text through `to_json` (which escapes as our encoder does), integers,
+booleans, money and decimals (numeric `round` is half away from zero), templates,
+refs, constants, and slug lists aggregated per key. What it cannot stays Python: a
+*slot* runs the map's own getter on the few columns it reads (`html_text`,
+`attributes`, ...), and its JSON goes between two pieces.
+
+A row the SQL cannot vouch for goes the ordinary way (`KindMapper.map_rows`): an
+amount that is NaN or absurd, an empty required key, inline variations, a slot that
+fails. Its line, or its dead-letter failure, is then exactly the Python path's.
+`tests/test_pushdown.py` compares the two paths byte for byte.
+
+A kind whose map needs what is not supported here (a `call:`, a template with
+`{locale}`, a translations table, an external id template, another database) is
+extracted the ordinary way; `plan_for` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from catalog_sync import protocol, values
+from catalog_sync.config import PAYLOAD_PREFIX
+from catalog_sync.mapping import (
+    Entity,
+    Getter,
+    KindMapper,
+    MapContext,
+    MappingFailure,
+    spec_reads,
+)
+
+log = logging.getLogger(__name__)
+
+#: Distinct JSON inputs whose slot text a kind keeps (attribute sets repeat across products).
+CACHE_SIZE = 4096
+
+#: What a JSON fragment of an empty required key looks like (`_payload`'s rule).
+_EMPTY_JSON = ("null", '""', "[]", "{}")
+
+
+class NotPushable(Exception):
+    """This kind's lines cannot be built in SQL; the message says why."""
+
+
+class _Slot:
+    """A value Python computes: the map's getter on the columns it reads.
+
+    The variations slot (`variations=True`) gives `,"variations":[...],"variant_axes":[...]`
+    (or nothing) from the relations of the page (`KindMapper.new_context`). A slot of
+    one JSON column keeps its texts by input (attribute sets repeat across products).
+    """
+
+    __slots__ = ("cache", "columns", "getter", "required", "sql", "variations", "when")
+
+    def __init__(
+        self,
+        getter: Getter,
+        columns: tuple[tuple[str, int, bool], ...],
+        *,
+        required: bool = False,
+        variations: bool = False,
+        when: int | None = None,
+        sql: int | None = None,
+    ) -> None:
+        self.getter = getter
+        #: (column name, index in the result row, arrives as JSON text to decode)
+        self.columns = columns
+        self.required = required
+        self.variations = variations
+        self.when = when  # result column: only rows where it is true have a value
+        self.sql = sql  # result column: the value's JSON when SQL could print it
+        one_json = len(columns) == 1 and columns[0][2]
+        self.cache: dict[str, str] | None = {} if one_json and not variations else None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Slots with equal keys give equal values for a row (a translation reuses them)."""
+        return (self.getter, self.columns, self.required, self.variations, self.when, self.sql)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One locale's line: SQL pieces (result columns) with Python slots between them."""
+
+    locale: str | None
+    present: int | None  # result column: is the locale present (None: always)
+    pieces: tuple[int, ...]  # len(slots) + 1 result columns
+    slots: tuple[int, ...]  # indexes into LinePlan.slots
+
+
+def _category(column_type: Any) -> str | None:
+    """How PostgreSQL may encode a column: 'text', 'int', 'bool', 'numeric', or not at all."""
+    if column_type is None:
+        return None
+    if isinstance(column_type, sa.Boolean):
+        return "bool"
+    if isinstance(column_type, sa.Integer):
+        return "int"
+    if isinstance(column_type, sa.Float):  # a float's digits differ between the two
+        return None
+    if isinstance(column_type, sa.Numeric):
+        return "numeric"
+    if isinstance(column_type, sa.Uuid):
+        return "text"
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.CHAR | sa.Enum):
+        return "text"  # CHAR is blank-padded in Python, trimmed by ::text
+    return None
+
+
+def _literal(text: str) -> str:
+    if "\\" in text or "\x00" in text or _MARK in text:
+        raise NotPushable("a literal holds a backslash or a control character")
+    return "'" + text.replace("'", "''") + "'"
+
+
+#: Marks where `LinePlan.statement` puts the live-row predicate and a part's key range;
+#: no literal holds it.
+_MARK = "\x01"
+_LIVE_MARKER = f"{_MARK}live{_MARK}"
+
+
+def _range_marker(column: str) -> str:
+    return f"{_MARK}range:{column}{_MARK}"
+
+
+def _json_text(expr: str) -> str:
+    return f"COALESCE(to_json(({expr})::text)::text, 'null')"
+
+
+class _Compiler:
+    """One kind's line plan: result columns, joins, guards, lines."""
+
+    def __init__(self, mapper: KindMapper, conn: sa.Connection) -> None:
+        self.mapper = mapper
+        self.config = mapper.config
+        self.catalog = mapper.catalog
+        self.types = mapper.column_types
+        self.quote = conn.dialect.identifier_preparer.quote
+        self.inspector = sa.inspect(conn)
+        self.columns: list[str] = []  # result columns (SQL expressions)
+        self.slots: list[_Slot] = []  # distinct slots (a translation shares the base's)
+        self.laterals: list[str] = []  # expressions computed once per row
+        self.joins: list[tuple[str, str]] = []  # (subquery with a column k, key it joins)
+        self.guards: list[tuple[str, str | None]] = []
+        translations = self.config.translations
+        self.localized: dict[str, dict[str, str]] = {}
+        if translations is not None:
+            if translations.table is not None:
+                raise NotPushable("translations come from a table")
+            for base_column, template in translations.columns.items():
+                for locale in translations.others:
+                    localized = template.format(locale=locale)
+                    self.localized.setdefault(locale, {})[base_column] = localized
+
+    # -- result columns ------------------------------------------------------------------
+
+    def add(self, expr: str) -> int:
+        if expr not in self.columns:
+            self.columns.append(expr)
+        return self.columns.index(expr)
+
+    def slot(self, slot: _Slot) -> int:
+        for index, known in enumerate(self.slots):
+            if known.key == slot.key:
+                return index
+        self.slots.append(slot)
+        return len(self.slots) - 1
+
+    def src(self, column: str) -> str:
+        return f"src.{self.quote(column)}"
+
+    def column(self, name: str, locale: str | None) -> tuple[str, str | None]:
+        """(SQL of column `name` as locale `locale` sees it, its encoding category)."""
+        category = _category((self.types or {}).get(name))
+        localized = self.localized.get(locale or "", {}).get(name)
+        if localized is None:
+            return self.src(name), category
+        assert self.config.translations is not None
+        if _category((self.types or {}).get(localized)) != category:
+            category = None
+        if self.config.translations.fallback:
+            if any(isinstance((self.types or {}).get(n), sa.JSON) for n in (name, localized)):
+                # The driver gives a JSON null as None, which falls back; COALESCE keeps it.
+                raise NotPushable(f"the translated JSON column {name!r} falls back")
+            return f"COALESCE({self.src(localized)}, {self.src(name)})", category
+        return self.src(localized), category
+
+    # -- value specs -----------------------------------------------------------------------
+
+    def leaf(
+        self, key: str, spec: dict[str, Any], getter: Getter, locale: str | None, required: bool
+    ) -> str | int:
+        """A payload value: SQL returning its JSON text, or a slot (its index)."""
+        keyword = next(iter(spec))
+        if keyword in ("const", "var"):
+            value = spec["const"] if keyword == "const" else self.catalog.vars[spec["var"]]
+            try:
+                encoded = protocol.dumps(value).decode()
+            except ValueError as exc:
+                raise NotPushable(f"{key}: {exc}") from None
+            if required and encoded in _EMPTY_JSON:
+                raise NotPushable(f"{key} is required and empty")
+            return _literal(encoded)
+        sql = self.sql_value(keyword, spec, locale)
+        if sql is not None:
+            if required:
+                self.guard(self.empty(keyword, spec, locale, sql), locale)
+            return sql
+        reads = spec_reads(spec, self.config.primary_key)
+        if reads is None:
+            raise NotPushable(f"{key} ({keyword}:) may read more than its columns")
+        columns = []
+        for name in sorted(reads):
+            if name not in (self.types or {}):
+                if name in self.catalog.vars:
+                    continue  # a template's variable: the getter has it
+                raise NotPushable(f"{key} reads {name!r}, which is not a column")
+            expr, _category = self.column(name, locale)
+            is_json = self.is_json(name, locale)
+            # JSON arrives as text: decoded only when Python computes (see _Slot).
+            columns.append((name, self.add(f"({expr})::text" if is_json else expr), is_json))
+        sql = self.json_path(spec, locale) if keyword == "column" else None
+        return self.slot(_Slot(getter, tuple(columns), required=required, sql=sql))
+
+    def empty(self, keyword: str, spec: dict[str, Any], locale: str | None, sql: str) -> str:
+        """SQL: the value of a required key is empty (`KindMapper._payload`'s rule); on the
+        column itself where that is the same, it is much cheaper than on the JSON."""
+        if keyword in ("column", "text") and "path" not in spec:
+            expr, category = self.column(spec[keyword], locale)
+            if category == "text":
+                return f"{expr} IS NULL OR ({expr})::text = ''"
+        return f"({sql}) IN ({', '.join(map(_literal, _EMPTY_JSON))})"
+
+    def is_json(self, name: str, locale: str | None) -> bool:
+        names = [name, self.localized.get(locale or "", {}).get(name)]
+        return all(isinstance((self.types or {}).get(n), sa.JSON) for n in names if n)
+
+    def json_path(self, spec: dict[str, Any], locale: str | None) -> int | None:
+        """Result column: a JSON path's value where PostgreSQL prints it as orjson would (a
+        string, a boolean, null), else NULL and the slot computes it.
+
+        On jsonb, which keeps the last of duplicate keys as orjson does (`json` is cast,
+        unless it holds a `\\u0000` jsonb refuses); only under a top-level object or
+        array, since `values.json_value` parses a JSON string a second time.
+        """
+        name, steps = spec["column"], str(spec.get("path", "")).split(".")
+        if self.localized.get(locale or "", {}).get(name):
+            return None  # a localized JSON column: `column` refuses those with fallback
+        column_type = (self.types or {}).get(name)
+        if not isinstance(column_type, sa.JSON):
+            return None
+        if any(not step or step.lstrip("-+").isdigit() for step in steps):
+            return None  # array indexes: Python walks them
+        src = self.src(name)
+        root = src
+        if not isinstance(column_type, postgresql.JSONB):  # cast once per row
+            escaped_nul = "chr(92) || 'u0000'"
+            root = self.lateral(
+                f"CASE WHEN strpos(({src})::text, {escaped_nul}) = 0 THEN ({src})::jsonb END"
+            )
+        path = "ARRAY[" + ", ".join(map(_literal, steps)) + "]::text[]"
+        value = f"({root}) #> {path}"
+        return self.add(
+            f"CASE WHEN {src} IS NULL THEN 'null' WHEN {root} IS NULL THEN NULL "
+            f"WHEN jsonb_typeof({root}) NOT IN ('object', 'array') THEN NULL "
+            f"WHEN {value} IS NULL THEN 'null' "
+            f"WHEN jsonb_typeof({value}) = 'string' THEN to_json(({root}) #>> {path})::text "
+            f"WHEN jsonb_typeof({value}) IN ('boolean', 'null') THEN ({value})::text END"
+        )
+
+    def sql_value(self, keyword: str, spec: dict[str, Any], locale: str | None) -> str | None:
+        """SQL giving exactly the JSON text the Python getter's value encodes to, or None."""
+        if keyword == "slugs":
+            return self.slugs(spec, locale)
+        if keyword == "template":
+            return self.template(spec["template"], locale)
+        if keyword == "column" and "path" in spec:
+            return None  # a slot, with `json_path` for what PostgreSQL prints right
+        if keyword not in (
+            "column",
+            "text",
+            "integer",
+            "boolean",
+            "money",
+            "decimal",
+            "stock_status",
+            "ref",
+        ):
+            return None
+        name = spec["column"] if keyword in ("column", "ref") else spec[keyword]
+        expr, category = self.column(name, locale)
+        if keyword == "column":
+            keyword = {"text": "text", "int": "integer", "bool": "boolean"}.get(category or "", "")
+        if keyword == "text" and category == "text":
+            return _json_text(expr)
+        if keyword == "integer" and category == "int":
+            return f"COALESCE(({expr})::text, 'null')"
+        if keyword == "boolean" and category == "bool":
+            return f"CASE WHEN {expr} IS NULL THEN 'null' WHEN {expr} THEN 'true' ELSE 'false' END"
+        if keyword in ("money", "decimal") and category in ("int", "numeric"):
+            return self.amount(expr, spec.get("decimals", 2), keyword == "money", locale)
+        if keyword == "stock_status" and category in ("bool", "int"):
+            test = expr if category == "bool" else f"{expr} > 0"
+            return (
+                f"CASE WHEN {expr} IS NULL THEN 'null' WHEN {test} THEN '\"instock\"' "
+                "ELSE '\"outofstock\"' END"
+            )
+        if keyword == "ref" and category in ("text", "int"):
+            prefix = _literal(f"{self.catalog.producer}:{spec['ref']}:")
+            return (
+                f"CASE WHEN {expr} IS NULL OR ({expr})::text = '' THEN 'null' "
+                f"ELSE to_json({prefix} || ({expr})::text)::text END"
+            )
+        return None
+
+    def amount(self, expr: str, decimals: Any, minor_units: bool, locale: str | None) -> str:
+        """`values.money_minor` / `decimal_string`; NaN, infinite or absurd goes to Python."""
+        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
+            raise NotPushable(f"decimals {decimals!r}")
+        minor = f"round(({expr})::numeric * {10**decimals})"
+        # Below this bound the rounded amount is safe; NaN and infinity are not below it.
+        bound = values.MAX_SAFE_INTEGER // 10**decimals
+        self.guard(f"NOT COALESCE(abs({expr}) < {bound}, TRUE)", locale)
+        if minor_units:
+            return f"COALESCE(({minor})::text, 'null')"
+        return _json_text(f"round(({expr})::numeric, {decimals})")
+
+    def template(self, template: str, locale: str | None) -> str | None:
+        """`str.format` over text and integer columns and variables; NULL column -> null."""
+        parts: list[str] = []
+        for literal, name, format_spec, conversion in string.Formatter().parse(template):
+            if literal:
+                parts.append(_literal(literal))
+            if name is None:
+                continue
+            if format_spec or conversion:
+                return None
+            if self.types is not None and name in self.types:
+                expr, category = self.column(name, locale)
+                if category not in ("text", "int"):
+                    return None
+                parts.append(f"({expr})::text")
+            elif name in self.catalog.vars and self.types is not None:
+                parts.append(_literal(format(self.catalog.vars[name], "")))
+            else:
+                return None  # {locale}, or a custom select's unknown columns
+        return _json_text(" || ".join(parts) or "''")
+
+    def slugs(self, spec: dict[str, Any], locale: str | None) -> str:
+        """The slug list through a pivot table, aggregated by key in one hash join."""
+        key = spec.get("key", self.config.primary_key)
+        expr, category = self.column(key, locale)
+        related_key = spec.get("related_key", "id")
+        slug = spec.get("slug_column", "slug")
+        related = spec["slugs"]
+        primary = self.inspector.get_pk_constraint(related).get("constrained_columns")
+        slug_type = {c["name"]: c["type"] for c in self.inspector.get_columns(related)}.get(slug)
+        if primary != [related_key] or _category(slug_type) != "text" or category is None:
+            # Ties in the order, or a slug PostgreSQL would print differently.
+            raise NotPushable(f"slugs of {related}: {related_key} is not its primary key")
+        pivot = {c["name"]: c["type"] for c in self.inspector.get_columns(spec["through"])}
+        if _category(pivot.get(spec["local_key"])) != category:
+            # The mapper looks up the row's values as they are (CHAR padding and all).
+            raise NotPushable(f"slugs through {spec['through']}: {key} and local_key differ")
+        q = self.quote
+        local, through = q(spec["local_key"]), q(spec["through"])
+        where = [f"r.{q(spec['deleted_column'])} IS NULL"] if spec.get("deleted_column") else []
+        if key == self.config.primary_key:
+            where.append(_range_marker(f"p.{local}"))
+        subquery = (
+            f"(SELECT p.{local} AS k, '[' || string_agg(to_json(r.{q(slug)})::text, ',' "
+            f"ORDER BY r.{q(related_key)}) FILTER (WHERE r.{q(slug)} IS NOT NULL) || ']' AS j "
+            f"FROM {through} AS p JOIN {q(related)} AS r "
+            f"ON r.{q(related_key)} = p.{q(spec['foreign_key'])}"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" GROUP BY p.{local})"
+        )
+        return f"COALESCE({self.join(subquery, expr)}.j, '[]')"
+
+    def lateral(self, expr: str) -> str:
+        """`expr` computed once per row (a LATERAL select), however often it is used."""
+        if expr not in self.laterals:
+            self.laterals.append(expr)
+        return f"l{self.laterals.index(expr)}.v"
+
+    def join(self, subquery: str, key: str) -> str:
+        """LEFT JOIN `subquery` (column `k`) on `key`, once; returns its alias."""
+        on = (subquery, key)
+        if on not in self.joins:
+            self.joins.append(on)
+        return f"j{self.joins.index(on)}"
+
+    def guard(self, condition: str, locale: str | None) -> None:
+        """Rows where `condition` holds (for `locale`'s line) go the Python way."""
+        self.guards.append((condition, locale))
+
+    # -- lines ----------------------------------------------------------------------------
+
+    def external_id(self) -> tuple[str, str]:
+        """(SQL of the text `producer:kind:id`, its column)."""
+        spec = self.config.external_id
+        if "{" in spec:
+            raise NotPushable("the external id is a template")
+        expr, category = self.column(spec, None)
+        if category not in ("text", "int"):
+            raise NotPushable(f"the external id column {spec!r} is not text or an integer")
+        self.guard(
+            f"{expr} IS NULL" + (f" OR ({expr})::text = ''" if category == "text" else ""), None
+        )
+        return f"{_literal(f'{self.catalog.producer}:{self.config.kind}:')} || ({expr})::text", expr
+
+    def payload(self, locale: str | None) -> list[str | int]:
+        """The payload object in map order (dot paths nest), as SQL and slots."""
+        required = set(protocol.REQUIRED_PAYLOAD_KEYS.get(self.config.kind, ()))
+        getters = self.mapper.getters
+        tree: dict[str, Any] = {}
+        for key, spec in self.config.map.items():
+            parts = key[len(PAYLOAD_PREFIX) :].split(".")
+            node = tree
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            is_required = len(parts) == 1 and parts[0] in required
+            node[parts[-1]] = self.leaf(key, spec, getters[key], locale, is_required)
+        out: list[str | int] = []
+
+        def emit(node: dict[str, Any]) -> None:
+            for n, (name, value) in enumerate(node.items()):
+                out.append(_literal(("{" if n == 0 else ",") + protocol.dumps(name).decode() + ":"))
+                if isinstance(value, dict):
+                    emit(value)
+                else:
+                    out.append(value)
+            out.append(_literal("}") if node else _literal("{}"))
+
+        emit(tree)
+        if self.config.variations is not None:
+            closing = out.pop()
+            out.append(self.variations_slot())
+            out.append(closing)
+        return out
+
+    def line(self, locale: str | None, present: int | None) -> _Line:
+        id_sql, _ = self.external_id()
+        translations = self.config.translations
+        head = '{"kind":' + protocol.dumps(self.config.kind).decode() + ',"external_id":'
+        parts: list[str | int] = [_literal(head)]
+        if translations is not None and locale != translations.base:
+            parts.append(f"to_json({id_sql} || {_literal(':' + str(locale))})::text")
+        else:
+            parts.append(f"to_json({id_sql})::text")
+        parts.append(_literal(',"payload":'))
+        parts += self.payload(locale)
+        if translations is not None:
+            parts.append(_literal(',"lang":' + protocol.dumps(locale).decode()))
+            if locale != translations.base:
+                parts += [_literal(',"translation_of":'), f"to_json({id_sql})::text"]
+        parts.append(_literal("}"))
+        pieces: list[int] = []
+        slots: list[int] = []
+        run: list[str] = []
+        for part in [*parts, None]:
+            if isinstance(part, str):
+                run.append(part)
+                continue
+            piece = " || ".join(run) or "''"
+            if present is not None:
+                piece = f"CASE WHEN {self.columns[present]} THEN {piece} END"
+            pieces.append(self.add(piece))
+            run = []
+            if part is not None:
+                slots.append(part)
+        return _Line(locale, present, tuple(pieces), tuple(slots))
+
+    def present(self, locale: str) -> int | None:
+        """Result column: is `locale` present for the row (translations' `present:`)."""
+        translations = self.config.translations
+        assert translations is not None
+        spec = translations.present
+        if spec is None:
+            return None
+        if "column" not in spec:
+            raise NotPushable("translations.present is a call")
+        name = spec["column"]
+        column = name if locale == translations.base else self.localized[locale].get(name)
+        if column is None:
+            return self.add("FALSE")
+        if _category((self.types or {}).get(column)) not in ("text", "int"):
+            raise NotPushable(f"translations.present column {column!r}")
+        expr = self.src(column)
+        return self.add(f"({expr} IS NOT NULL AND ({expr})::text <> '')")
+
+    def variations_slot(self) -> int:
+        """Inline variations: the mapper's own getter, over the page's relations, for the
+        rows that have live variations (found by one hash join)."""
+        variations = self.config.variations
+        assert variations is not None
+        if not self.config.map:
+            raise NotPushable("the map is empty besides variations")
+        q = self.quote
+        deleted = variations.deleted_column
+        where = f" WHERE v.{q(deleted)} IS NULL" if deleted else ""
+        alias = self.join(
+            f"(SELECT DISTINCT v.{q(variations.foreign_key)} AS k "
+            f"FROM {q(variations.table)} AS v{where})",
+            self.src(self.config.primary_key),
+        )
+        pk = self.config.primary_key  # what the variations loader looks up
+        keys = ((pk, self.add(self.src(pk)), False),)
+        when = self.add(f"{alias}.k IS NOT NULL")
+        getter = self.mapper.getters["payload.variations"]
+        return self.slot(_Slot(getter, keys, variations=True, when=when))
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    """A kind's snapshot as one SELECT of line pieces; `iter_lines` turns rows into lines."""
+
+    mapper: KindMapper
+    sql: str  # with markers for the live-row predicate and a part's key range
+    pk_index: int
+    guard_index: int  # result column: the row goes the Python way
+    lines: tuple[_Line, ...]
+    slots: tuple[_Slot, ...]
+    base: str | None  # the base locale, with translations
+    relations: _Slot | None  # the variations slot, if any
+    json_loads: Callable[[Any], Any]  # the engine's JSON decoder, as the driver uses it
+
+    def statement(self, live: str, pk_range: tuple[Any, Any]) -> str:
+        """The SELECT of the live rows (`live`, a predicate on `src`) in `pk_range`."""
+        low, high = pk_range
+        for bound in (low, high):
+            if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+                raise NotPushable(f"key range bound {bound!r} is not an integer")
+        head, *rest = self.sql.replace(_LIVE_MARKER, f"({live})").split(_MARK + "range:")
+        out = [head]
+        for chunk in rest:
+            column, tail = chunk.split(_MARK, 1)
+            terms = [f"{column} >= {low}"] if low is not None else []
+            terms += [f"{column} < {high}"] if high is not None else []
+            out += [" AND ".join(terms) or "TRUE", tail]
+        return "".join(out)
+
+
+def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
+    """Compile `mapper`'s kind into a LinePlan; NotPushable says why it cannot be."""
+    config = mapper.config
+    if conn.dialect.name != "postgresql":
+        raise NotPushable(f"the source is {conn.dialect.name}")
+    if config.is_static or config.source is not None:
+        raise NotPushable("the kind has no table")
+    if mapper.column_types is None:
+        raise NotPushable("the column types are unknown")
+    c = _Compiler(mapper, conn)
+    if config.table is None:
+        raise NotPushable("the kind is a select")
+    primary = c.inspector.get_pk_constraint(config.table).get("constrained_columns")
+    if primary != [config.primary_key]:
+        # Rows that go the Python way are found again by their key: it must be unique.
+        raise NotPushable(f"{config.primary_key!r} is not the primary key of {config.table}")
+    pk_index = c.add(c.src(config.primary_key))
+    translations = config.translations
+    lines: list[_Line] = []
+    if translations is None:
+        lines.append(c.line(None, None))
+    else:
+        for locale in translations.locales:
+            lines.append(c.line(locale, c.present(locale)))
+    presence = {line.locale: line.present for line in lines}
+    locales: dict[str, set[str | None]] = {}
+    for condition, locale in c.guards:
+        locales.setdefault(condition, set()).add(locale)
+    terms = []
+    for condition, where in locales.items():
+        term = f"COALESCE({condition}, FALSE)"
+        present = presence.get(next(iter(where))) if len(where) == 1 else None
+        if present is not None:  # only that locale's line can fail: only when it is made
+            term = f"({c.columns[present]} AND {term})"
+        terms.append(term)
+    guard_index = c.add(" OR ".join(terms) or "FALSE")
+    source = c.quote(config.table)
+    pk = c.src(config.primary_key)
+    sql = (
+        f"SELECT {', '.join(c.columns)} FROM {source} AS src "
+        + "".join(
+            f"LEFT JOIN {sub} AS j{n} ON j{n}.k = {key} " for n, (sub, key) in enumerate(c.joins)
+        )
+        + "".join(
+            f"CROSS JOIN LATERAL (SELECT {expr} AS v) AS l{n} " for n, expr in enumerate(c.laterals)
+        )
+        + f"WHERE {_LIVE_MARKER} AND {_range_marker(pk)} ORDER BY {pk}"
+    )
+    return LinePlan(
+        mapper=mapper,
+        sql=sql,
+        pk_index=pk_index,
+        guard_index=guard_index,
+        lines=tuple(lines),
+        slots=tuple(c.slots),
+        base=translations.base if translations is not None else None,
+        relations=next((slot for slot in c.slots if slot.variations), None),
+        json_loads=getattr(conn.dialect, "_json_deserializer", None) or json.loads,
+    )
+
+
+class _Fallback(Exception):
+    """This row goes the Python way."""
+
+
+def _encode(value: Any) -> str:
+    return (
+        protocol.dumps(value).decode() if type(value) is not str else orjson.dumps(value).decode()
+    )
+
+
+def _slot_text(slot: _Slot, row: Sequence[Any], ctx: MapContext, plan: LinePlan) -> str:
+    """The JSON text of one slot of `row`; _Fallback when the row must go the Python way."""
+    if slot.when is not None and not row[slot.when]:
+        return ""
+    if slot.sql is not None and (text := row[slot.sql]) is not None:
+        if slot.required and text in _EMPTY_JSON:
+            raise _Fallback
+        return text  # type: ignore[no-any-return]
+    cache = slot.cache
+    if cache is not None and (text := cache.get(raw := row[slot.columns[0][1]])) is not None:
+        return text
+    try:
+        value = slot.getter(
+            {
+                name: (plan.json_loads(row[i]) if is_json and row[i] is not None else row[i])
+                for name, i, is_json in slot.columns
+            },
+            ctx,
+        )
+        if slot.variations:
+            variations, axes = value
+            if not variations:
+                return ""
+            return f',"variations":{_encode(variations)},"variant_axes":{_encode(axes)}'
+        if slot.required and (value is None or value in ("", [], {})):
+            raise _Fallback
+        text = _encode(value)
+    except Exception as exc:
+        raise _Fallback from exc
+    if cache is not None:
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[raw] = text
+    return text
+
+
+def _row_lines(
+    plan: LinePlan, row: Sequence[Any], contexts: dict[str | None, MapContext]
+) -> list[bytes]:
+    """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
+    out: list[bytes] = []
+    texts: list[str | None] = [None] * len(plan.slots)  # a translation reuses the base's
+    for line in plan.lines:
+        if line.present is not None and not row[line.present]:
+            continue
+        ctx = contexts[line.locale]
+        parts = [row[line.pieces[0]]]
+        for slot, piece in zip(line.slots, line.pieces[1:], strict=True):
+            text = texts[slot]
+            if text is None:
+                text = texts[slot] = _slot_text(plan.slots[slot], row, ctx, plan)
+            parts += (text, row[piece])
+        out.append("".join(parts).encode())
+    if not out:  # no locale present: `map_row` makes a base line; rare, Python does it
+        raise _Fallback
+    return out
+
+
+def _driver_sql(statement: str) -> str:
+    """For the driver's execute with parameters: a literal `%` is written `%%`."""
+    return statement.replace("%", "%%")
+
+
+def check(conn: sa.Connection, plan: LinePlan, live: str, pk_range: tuple[Any, Any]) -> None:
+    """EXPLAIN the plan's statement in a savepoint: what PostgreSQL refuses (a join of
+    mismatched types, say) makes the kind NotPushable instead of failing its snapshot."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    # Connection.execution_options works in place: a streaming connection would DECLARE
+    # the SAVEPOINT as a server-side cursor.
+    conn.execution_options(stream_results=False)
+    try:
+        with conn.begin_nested(), dbapi.cursor() as cursor:
+            cursor.execute(_driver_sql("EXPLAIN " + plan.statement(live, pk_range)), ())
+    except dbapi.Error as exc:  # type: ignore[attr-defined]
+        raise NotPushable(str(exc).strip().splitlines()[0]) from None
+
+
+def fetch_pages(
+    conn: sa.Connection, plan: LinePlan, live: str, page_size: int, pk_range: tuple[Any, Any]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The plan's rows, a page at a time, from the driver's own server-side cursor in the
+    connection's transaction (SQLAlchemy's result rows would cost a third of the time).
+
+    Only this cursor is used here, so another thread may run it (`extract._read_ahead`)
+    while the connection serves that thread's other statements: psycopg connections are
+    thread-safe, its cursors are not.
+    """
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    with dbapi.cursor(name=f"catalog_sync_{plan.mapper.kind}") as cursor:
+        cursor.itersize = page_size
+        cursor.execute(_driver_sql(plan.statement(live, pk_range)), ())
+        while page := cursor.fetchmany(page_size):
+            yield page
+
+
+def iter_lines(
+    conn: sa.Connection,
+    plan: LinePlan,
+    pages: Iterable[Sequence[Sequence[Any]]],
+    python_rows: Callable[[list[Any]], Sequence[Any]],
+) -> Iterator[bytes | MappingFailure]:
+    """Every line of the kind (and failures) from `pages` of `fetch_pages`, in order.
+
+    `python_rows(keys)` reads those rows the ordinary way (same transaction), for the
+    rows that go through `KindMapper.map_rows`.
+    """
+    mapper = plan.mapper
+    catalog = mapper.catalog
+    contexts = {
+        line.locale: MapContext(mapper.kind, catalog.producer, catalog.vars, line.locale)
+        for line in plan.lines
+    }
+    relations = plan.relations
+    for page in pages:
+        if relations is not None:  # the page's variations, for the rows that have some
+            keyed = [
+                {name: row[i] for name, i, _json in relations.columns}
+                for row in page
+                if row[relations.when]  # type: ignore[index]
+            ]
+            loaded = mapper.new_context(conn, keyed, only=mapper.variations_loader).page
+            for ctx in contexts.values():
+                ctx.page = loaded
+        done: list[list[bytes] | None] = []
+        fallback: list[Any] = []
+        for row in page:
+            lines = None
+            if not row[plan.guard_index]:
+                try:
+                    lines = _row_lines(plan, row, contexts)
+                except _Fallback:
+                    lines = None
+            if lines is None:
+                fallback.append(row[plan.pk_index])
+            done.append(lines)
+        mapped: dict[Any, list[bytes | MappingFailure]] = {}
+        if fallback:
+            rows = python_rows(fallback)
+            ctx = mapper.new_context(conn, rows)
+            for source_row in rows:
+                mapped[source_row[mapper.config.primary_key]] = [
+                    protocol.dumps(item.snapshot_line()) if isinstance(item, Entity) else item
+                    for item in mapper.map_rows([source_row], ctx)
+                ]
+        for row, lines in zip(page, done, strict=True):
+            yield from lines if lines is not None else mapped.pop(row[plan.pk_index])
