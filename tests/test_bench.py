@@ -42,7 +42,10 @@ def test_bench_writes_a_well_formed_results_table(postgres_url: str, tmp_path: P
         assert len(cells) == 7 and all(re.fullmatch(NUMBER, c) for c in cells), row.group(0)
     for ratio in ("ours / floor products/s", "peak RSS largest / smallest", "peak RSS largest"):
         assert re.search(rf"^\| {re.escape(ratio)} \| {NUMBER}( MB)? \| ", text, re.M), ratio
-    split = r"^Kinds split into parts: 20: none; 40: none\. Extract tasks run 1 at a time\.$"
+    split = (
+        r"^Kinds split into parts: 20: none; 40: none\. Extract tasks run 1 at a time\. "
+        r"Lines built by PostgreSQL \(CATALOG_SYNC_SNAPSHOT_SQL\): on\.$"
+    )
     assert re.search(split, text, re.M)
     assert re.search(r"^Machine: cores \d+, cpu .+, ram [0-9.]+ GiB", text, re.M)
     assert re.search(r"^Versions: python 3\.\d+\.\d+, postgresql \d+", text, re.M)
