@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from catalog_sync import mapping, protocol, pushdown, staging
+from catalog_sync import mapping, pushdown, staging
 from catalog_sync.config import (
     CatalogConfig,
     KindConfig,
@@ -485,14 +485,13 @@ def iter_snapshot_lines(
 ) -> Iterator[bytes | MappingFailure]:
     """`iter_snapshot` as encoded NDJSON lines. With `in_sql`, on PostgreSQL the database
     builds them (`pushdown`); both ways give the same bytes."""
-    plan = None
+    planned = None
     if in_sql and conn.dialect.name == "postgresql":
-        plan = _line_plan(conn, mapper, pk_range)
-    if plan is None:
-        for item in iter_snapshot(conn, catalog, mapper, page_size, pk_range):
-            yield protocol.dumps(item.snapshot_line()) if isinstance(item, Entity) else item
+        planned = _line_plan(conn, mapper, pk_range)
+    if planned is None:
+        yield from mapping.encoded(iter_snapshot(conn, catalog, mapper, page_size, pk_range))
         return
-    plan, live, query = plan
+    plan, live, query = planned
 
     def python_rows(keys: list[Any]) -> Sequence[sa.RowMapping]:
         stmt = query.live_by_pk().where(query.pk == sa.any_(sa.bindparam("keys", keys)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import string
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,12 @@ class Entity:
         return protocol.snapshot_line(
             self.kind, self.external_id, self.payload, self.lang, self.translation_of
         )
+
+
+def encoded(items: Iterable[Entity | MappingFailure]) -> Iterator[bytes | MappingFailure]:
+    """Snapshot items as staged: an entity as its encoded NDJSON line, a failure as it is."""
+    for item in items:
+        yield protocol.dumps(item.snapshot_line()) if isinstance(item, Entity) else item
 
 
 @dataclass(frozen=True, slots=True)

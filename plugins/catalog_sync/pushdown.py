@@ -16,11 +16,12 @@ fails. Its line, or its dead-letter failure, is then exactly the Python path's.
 
 A kind whose map needs what is not supported here (a `call:`, a template with
 `{locale}`, a translations table, an external id template, another database) is
-extracted the ordinary way; `plan_for` says why.
+extracted the ordinary way; `extract._line_plan` logs why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import string
@@ -35,11 +36,11 @@ from sqlalchemy.dialects import postgresql
 from catalog_sync import protocol, values
 from catalog_sync.config import PAYLOAD_PREFIX
 from catalog_sync.mapping import (
-    Entity,
     Getter,
     KindMapper,
     MapContext,
     MappingFailure,
+    encoded,
     spec_reads,
 )
 
@@ -410,8 +411,8 @@ class _Compiler:
 
     # -- lines ----------------------------------------------------------------------------
 
-    def external_id(self) -> tuple[str, str]:
-        """(SQL of the text `producer:kind:id`, its column)."""
+    def external_id(self) -> str:
+        """SQL of the text `producer:kind:id` (an empty id column goes the Python way)."""
         spec = self.config.external_id
         if "{" in spec:
             raise NotPushable("the external id is a template")
@@ -421,7 +422,7 @@ class _Compiler:
         self.guard(
             f"{expr} IS NULL" + (f" OR ({expr})::text = ''" if category == "text" else ""), None
         )
-        return f"{_literal(f'{self.catalog.producer}:{self.config.kind}:')} || ({expr})::text", expr
+        return f"{_literal(f'{self.catalog.producer}:{self.config.kind}:')} || ({expr})::text"
 
     def payload(self, locale: str | None) -> list[str | int]:
         """The payload object in map order (dot paths nest), as SQL and slots."""
@@ -453,8 +454,8 @@ class _Compiler:
             out.append(closing)
         return out
 
-    def line(self, locale: str | None, present: int | None) -> _Line:
-        id_sql, _ = self.external_id()
+    def line(self, id_sql: str, locale: str | None, present: int | None) -> _Line:
+        """`locale`'s line (`id_sql`: from `external_id`), made when `present` is true."""
         translations = self.config.translations
         head = '{"kind":' + protocol.dumps(self.config.kind).decode() + ',"external_id":'
         parts: list[str | int] = [_literal(head)]
@@ -564,21 +565,22 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         raise NotPushable("the kind has no table")
     if mapper.column_types is None:
         raise NotPushable("the column types are unknown")
-    c = _Compiler(mapper, conn)
     if config.table is None:
         raise NotPushable("the kind is a select")
+    c = _Compiler(mapper, conn)
     primary = c.inspector.get_pk_constraint(config.table).get("constrained_columns")
     if primary != [config.primary_key]:
         # Rows that go the Python way are found again by their key: it must be unique.
         raise NotPushable(f"{config.primary_key!r} is not the primary key of {config.table}")
     pk_index = c.add(c.src(config.primary_key))
     translations = config.translations
+    id_sql = c.external_id()
     lines: list[_Line] = []
     if translations is None:
-        lines.append(c.line(None, None))
+        lines.append(c.line(id_sql, None, None))
     else:
         for locale in translations.locales:
-            lines.append(c.line(locale, c.present(locale)))
+            lines.append(c.line(id_sql, locale, c.present(locale)))
     presence = {line.locale: line.present for line in lines}
     locales: dict[str, set[str | None]] = {}
     for condition, locale in c.guards:
@@ -756,10 +758,8 @@ def iter_lines(
         for row in page:
             lines = None
             if not row[plan.guard_index]:
-                try:
+                with contextlib.suppress(_Fallback):
                     lines = _row_lines(plan, row, contexts)
-                except _Fallback:
-                    lines = None
             if lines is None:
                 fallback.append(row[plan.pk_index])
             done.append(lines)
@@ -768,9 +768,7 @@ def iter_lines(
             rows = python_rows(fallback)
             ctx = mapper.new_context(conn, rows)
             for source_row in rows:
-                mapped[source_row[mapper.config.primary_key]] = [
-                    protocol.dumps(item.snapshot_line()) if isinstance(item, Entity) else item
-                    for item in mapper.map_rows([source_row], ctx)
-                ]
+                items = mapper.map_rows([source_row], ctx)
+                mapped[source_row[mapper.config.primary_key]] = list(encoded(items))
         for row, lines in zip(page, done, strict=True):
             yield from lines if lines is not None else mapped.pop(row[plan.pk_index])
