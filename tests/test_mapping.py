@@ -21,8 +21,10 @@ from catalog_sync.mapping import (
     Deletion,
     Entity,
     KindMapper,
+    MapContext,
     MappingFailure,
     check_samples,
+    column_conversion,
     compile_mappers,
     live_rows_query,
 )
@@ -579,6 +581,22 @@ def test_the_standalone_variation_kind_sends_its_price_as_a_decimal_string():
 
 
 # --- payload building and failures (no database needed) ------------------------------
+
+
+def test_a_one_column_getter_offers_its_conversion_and_others_do_not():
+    getters = compile_mappers(load_config(), None)["product"].getters
+    ctx = MapContext("product", "laravel", {}, None)
+    for key, value in [
+        ("payload.description", "<p>Tea &amp; <b>cups</b></p>"),
+        ("payload.sku", b"SKU-1"),  # bytes: the plain getter's text conversion
+        ("payload.price_amount", "12.345"),
+    ]:
+        found = column_conversion(getters[key])
+        assert found is not None, key
+        column, convert = found
+        assert convert(value) == getters[key]({column: value}, ctx)
+    assert column_conversion(getters["payload.permalink"]) is None  # a template
+    assert column_conversion(getters["payload.categories"]) is None  # a relation
 
 
 def test_dot_paths_nest_in_map_order_and_keep_nulls():

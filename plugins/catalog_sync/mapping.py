@@ -222,7 +222,7 @@ class _SlugLoader(_Loader):
 
     def load(self, conn: sa.Connection, keys: list[Any]) -> dict[Any, Any]:
         found: dict[Any, list[str]] = {}
-        for local, slug in self._execute(conn, keys):
+        for local, slug in self._execute(conn, keys).all():
             if slug is not None:
                 found.setdefault(local, []).append(slug)
         return found
@@ -261,7 +261,7 @@ class _RowsLoader(_Loader):
         result = self._execute(conn, keys)
         names = list(map(str, result.keys()))
         index = names.index(self.foreign_key)
-        for record in result:
+        for record in result.all():  # one fetch, not a fetch per row
             found.setdefault(record[index], []).append(dict(zip(names, record, strict=True)))
         return found
 
@@ -352,20 +352,31 @@ class _KindCompiler:
         return kind is None or isinstance(kind, sa.Numeric | sa.Integer)
 
 
+def _as_is(value: Any) -> Any:
+    # Bytes (a BLOB, or text SQLite stored as one) are text or a row error naming the
+    # key; raw bytes would break the JSON of the whole batch.
+    return values.to_text(value) if isinstance(value, bytes) else value
+
+
 def _column_getter(column: str, convert: Callable[[Any], Any] | None) -> Getter:
     if convert is None:
 
         def get(row: Row, ctx: MapContext) -> Any:
-            # Bytes (a BLOB, or text SQLite stored as one) are text or a row error
-            # naming the key; raw bytes would break the JSON of the whole batch.
-            value = row[column]
+            value = row[column]  # `_as_is`, inlined: this is the commonest getter
             return values.to_text(value) if isinstance(value, bytes) else value
     else:
 
         def get(row: Row, ctx: MapContext) -> Any:
             return convert(row[column])
 
+    get.column_conversion = (column, convert or _as_is)  # type: ignore[attr-defined]
     return get
+
+
+def column_conversion(getter: Getter) -> tuple[str, Callable[[Any], Any]] | None:
+    """(column, convert) when `getter(row, ctx)` is `convert(row[column])`: a caller that
+    holds the column's value calls `convert` without building a row (`pushdown`)."""
+    return getattr(getter, "column_conversion", None)
 
 
 def _b_column(c: _KindCompiler, spec: Mapping[str, Any], at: list[Any], cols: Any) -> Getter:

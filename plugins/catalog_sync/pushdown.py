@@ -40,6 +40,7 @@ from catalog_sync.mapping import (
     KindMapper,
     MapContext,
     MappingFailure,
+    column_conversion,
     encoded,
     spec_reads,
 )
@@ -53,6 +54,11 @@ CACHE_SIZE = 4096
 _EMPTY_JSON = ("null", '""', "[]", "{}")
 
 
+#: A result row of the plan's SELECT, and a slot's compiled text function.
+ResultRow = Sequence[Any]
+SlotText = Callable[[ResultRow, MapContext], str]
+
+
 class NotPushable(Exception):
     """This kind's lines cannot be built in SQL; the message says why."""
 
@@ -63,14 +69,17 @@ class _Slot:
     The variations slot (`variations=True`) gives `,"variations":[...],"variant_axes":[...]`
     (or nothing) from the relations of the page (`KindMapper.new_context`). A slot of
     one JSON column keeps its texts by input (attribute sets repeat across products).
+    `text(row, ctx)` is compiled once with only the steps this slot needs: it runs for
+    several values of every row.
     """
 
-    __slots__ = ("cache", "columns", "getter", "required", "sql", "variations", "when")
+    __slots__ = ("columns", "getter", "required", "sql", "text", "variations", "when")
 
     def __init__(
         self,
         getter: Getter,
         columns: tuple[tuple[str, int, bool], ...],
+        json_loads: Callable[[Any], Any],
         *,
         required: bool = False,
         variations: bool = False,
@@ -84,13 +93,97 @@ class _Slot:
         self.variations = variations
         self.when = when  # result column: only rows where it is true have a value
         self.sql = sql  # result column: the value's JSON when SQL could print it
-        one_json = len(columns) == 1 and columns[0][2]
-        self.cache: dict[str, str] | None = {} if one_json and not variations else None
+        self.text = self._compile(json_loads)
 
     @property
     def key(self) -> tuple[Any, ...]:
         """Slots with equal keys give equal values for a row (a translation reuses them)."""
         return (self.getter, self.columns, self.required, self.variations, self.when, self.sql)
+
+    def _compile(self, json_loads: Callable[[Any], Any]) -> SlotText:
+        """`text(row, ctx)`: the slot's JSON text; _Fallback when the row must go the
+        Python way (the getter fails, or a required value is empty)."""
+        getter, columns, required = self.getter, self.columns, self.required
+        direct = column_conversion(getter)
+        if direct is not None and len(columns) == 1 and not columns[0][2]:
+            # `convert(row[column])` on the result column: no row mapping to build.
+            convert, index = direct[1], columns[0][1]
+
+            def value(row: ResultRow, ctx: MapContext) -> Any:
+                return convert(row[index])
+        else:
+
+            def value(row: ResultRow, ctx: MapContext) -> Any:
+                return getter(
+                    {
+                        name: (json_loads(row[i]) if is_json and row[i] is not None else row[i])
+                        for name, i, is_json in columns
+                    },
+                    ctx,
+                )
+
+        def text(row: ResultRow, ctx: MapContext) -> str:
+            try:
+                result = value(row, ctx)
+                if self.variations:
+                    variations, axes = result
+                    if not variations:
+                        return ""
+                    return f',"variations":{_encode(variations)},"variant_axes":{_encode(axes)}'
+                if required and (result is None or result in ("", [], {})):
+                    raise _Fallback
+                return _encode(result)
+            except Exception as exc:
+                raise _Fallback from exc
+
+        compiled = text
+        if len(columns) == 1 and columns[0][2] and not self.variations:
+            compiled = _cached(text, columns[0][1])
+        if self.sql is not None:
+            compiled = _or_sql(compiled, self.sql, required)
+        if self.when is not None:
+            compiled = _only_when(compiled, self.when)
+        return compiled
+
+
+def _cached(text: SlotText, index: int) -> SlotText:
+    """Keep the texts of up to CACHE_SIZE inputs (the JSON column's text), then start over."""
+    cache: dict[Any, str] = {}
+
+    def cached(row: ResultRow, ctx: MapContext) -> str:
+        raw = row[index]
+        found = cache.get(raw)
+        if found is None:
+            found = text(row, ctx)
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[raw] = found
+        return found
+
+    return cached
+
+
+def _or_sql(text: SlotText, index: int, required: bool) -> SlotText:
+    """The JSON PostgreSQL printed (result column `index`), where it could."""
+
+    def or_sql(row: ResultRow, ctx: MapContext) -> str:
+        printed = row[index]
+        if printed is None:
+            return text(row, ctx)
+        if required and printed in _EMPTY_JSON:
+            raise _Fallback
+        return printed  # type: ignore[no-any-return]
+
+    return or_sql
+
+
+def _only_when(text: SlotText, index: int) -> SlotText:
+    """Nothing for rows whose result column `index` is false."""
+
+    def only_when(row: ResultRow, ctx: MapContext) -> str:
+        return text(row, ctx) if row[index] else ""
+
+    return only_when
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +245,8 @@ class _Compiler:
         self.types = mapper.column_types
         self.quote = conn.dialect.identifier_preparer.quote
         self.inspector = sa.inspect(conn)
+        # The engine's JSON decoder, as the driver would use it.
+        self.json_loads = getattr(conn.dialect, "_json_deserializer", None) or json.loads
         self.columns: list[str] = []  # result columns (SQL expressions)
         self.slots: list[_Slot] = []  # distinct slots (a translation shares the base's)
         self.laterals: list[str] = []  # expressions computed once per row
@@ -235,7 +330,7 @@ class _Compiler:
             # JSON arrives as text: decoded only when Python computes (see _Slot).
             columns.append((name, self.add(f"({expr})::text" if is_json else expr), is_json))
         sql = self.json_path(spec, locale) if keyword == "column" else None
-        return self.slot(_Slot(getter, tuple(columns), required=required, sql=sql))
+        return self.slot(_Slot(getter, tuple(columns), self.json_loads, required=required, sql=sql))
 
     def empty(self, keyword: str, spec: dict[str, Any], locale: str | None, sql: str) -> str:
         """SQL: the value of a required key is empty (`KindMapper._payload`'s rule); on the
@@ -393,7 +488,8 @@ class _Compiler:
         return f"COALESCE({self.join(subquery, expr)}.j, '[]')"
 
     def lateral(self, expr: str) -> str:
-        """`expr` computed once per row (a LATERAL select), however often it is used."""
+        """`expr` computed once per row (a LATERAL select that is not pulled up), however
+        often it is used."""
         if expr not in self.laterals:
             self.laterals.append(expr)
         return f"l{self.laterals.index(expr)}.v"
@@ -523,7 +619,7 @@ class _Compiler:
         keys = ((pk, self.add(self.src(pk)), False),)
         when = self.add(f"{alias}.k IS NOT NULL")
         getter = self.mapper.getters["payload.variations"]
-        return self.slot(_Slot(getter, keys, variations=True, when=when))
+        return self.slot(_Slot(getter, keys, self.json_loads, variations=True, when=when))
 
 
 @dataclass(frozen=True)
@@ -538,7 +634,6 @@ class LinePlan:
     slots: tuple[_Slot, ...]
     base: str | None  # the base locale, with translations
     relations: _Slot | None  # the variations slot, if any
-    json_loads: Callable[[Any], Any]  # the engine's JSON decoder, as the driver uses it
 
     def statement(self, live: str, pk_range: tuple[Any, Any]) -> str:
         """The SELECT of the live rows (`live`, a predicate on `src`) in `pk_range`."""
@@ -600,8 +695,11 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         + "".join(
             f"LEFT JOIN {sub} AS j{n} ON j{n}.k = {key} " for n, (sub, key) in enumerate(c.joins)
         )
+        # OFFSET 0 keeps PostgreSQL from pulling the subquery up, which would copy `expr`
+        # into every use: the demo product's json->jsonb cast ran ~10 times per row.
         + "".join(
-            f"CROSS JOIN LATERAL (SELECT {expr} AS v) AS l{n} " for n, expr in enumerate(c.laterals)
+            f"CROSS JOIN LATERAL (SELECT {expr} AS v OFFSET 0) AS l{n} "
+            for n, expr in enumerate(c.laterals)
         )
         + f"WHERE {_LIVE_MARKER} AND {_range_marker(pk)} ORDER BY {pk}"
     )
@@ -614,7 +712,6 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         slots=tuple(c.slots),
         base=translations.base if translations is not None else None,
         relations=next((slot for slot in c.slots if slot.variations), None),
-        json_loads=getattr(conn.dialect, "_json_deserializer", None) or json.loads,
     )
 
 
@@ -626,42 +723,6 @@ def _encode(value: Any) -> str:
     return (
         protocol.dumps(value).decode() if type(value) is not str else orjson.dumps(value).decode()
     )
-
-
-def _slot_text(slot: _Slot, row: Sequence[Any], ctx: MapContext, plan: LinePlan) -> str:
-    """The JSON text of one slot of `row`; _Fallback when the row must go the Python way."""
-    if slot.when is not None and not row[slot.when]:
-        return ""
-    if slot.sql is not None and (text := row[slot.sql]) is not None:
-        if slot.required and text in _EMPTY_JSON:
-            raise _Fallback
-        return text  # type: ignore[no-any-return]
-    cache = slot.cache
-    if cache is not None and (text := cache.get(raw := row[slot.columns[0][1]])) is not None:
-        return text
-    try:
-        value = slot.getter(
-            {
-                name: (plan.json_loads(row[i]) if is_json and row[i] is not None else row[i])
-                for name, i, is_json in slot.columns
-            },
-            ctx,
-        )
-        if slot.variations:
-            variations, axes = value
-            if not variations:
-                return ""
-            return f',"variations":{_encode(variations)},"variant_axes":{_encode(axes)}'
-        if slot.required and (value is None or value in ("", [], {})):
-            raise _Fallback
-        text = _encode(value)
-    except Exception as exc:
-        raise _Fallback from exc
-    if cache is not None:
-        if len(cache) >= CACHE_SIZE:
-            cache.clear()
-        cache[raw] = text
-    return text
 
 
 def _row_lines(
@@ -678,7 +739,7 @@ def _row_lines(
         for slot, piece in zip(line.slots, line.pieces[1:], strict=True):
             text = texts[slot]
             if text is None:
-                text = texts[slot] = _slot_text(plan.slots[slot], row, ctx, plan)
+                text = texts[slot] = plan.slots[slot].text(row, ctx)
             parts += (text, row[piece])
         out.append("".join(parts).encode())
     if not out:  # no locale present: `map_row` makes a base line; rare, Python does it
