@@ -69,8 +69,9 @@ class _Slot:
     The variations slot (`variations=True`) gives `,"variations":[...],"variant_axes":[...]`
     (or nothing) from the relations of the page (`KindMapper.new_context`). A slot of
     one JSON column keeps its texts by input (attribute sets repeat across products).
-    `text(row, ctx)` is compiled once with only the steps this slot needs: it runs for
-    several values of every row.
+    `text(row, ctx)` is compiled once, wrapped only in the steps this slot needs (its
+    cache, the SQL-printed value, rows with variations): it runs for several values of
+    every row.
     """
 
     __slots__ = ("columns", "getter", "required", "sql", "text", "variations", "when")
@@ -103,7 +104,12 @@ class _Slot:
     def _compile(self, json_loads: Callable[[Any], Any]) -> SlotText:
         """`text(row, ctx)`: the slot's JSON text; _Fallback when the row must go the
         Python way (the getter fails, or a required value is empty)."""
-        getter, columns, required = self.getter, self.columns, self.required
+        getter, columns, required, variations = (
+            self.getter,
+            self.columns,
+            self.required,
+            self.variations,
+        )
         direct = column_conversion(getter)
         if direct is not None and len(columns) == 1 and not columns[0][2]:
             # `convert(row[column])` on the result column: no row mapping to build.
@@ -125,11 +131,11 @@ class _Slot:
         def text(row: ResultRow, ctx: MapContext) -> str:
             try:
                 result = value(row, ctx)
-                if self.variations:
-                    variations, axes = result
-                    if not variations:
+                if variations:
+                    items, axes = result
+                    if not items:
                         return ""
-                    return f',"variations":{_encode(variations)},"variant_axes":{_encode(axes)}'
+                    return f',"variations":{_encode(items)},"variant_axes":{_encode(axes)}'
                 if required and (result is None or result in ("", [], {})):
                     raise _Fallback
                 return _encode(result)
@@ -137,7 +143,7 @@ class _Slot:
                 raise _Fallback from exc
 
         compiled = text
-        if len(columns) == 1 and columns[0][2] and not self.variations:
+        if len(columns) == 1 and columns[0][2] and not variations:
             compiled = _cached(text, columns[0][1])
         if self.sql is not None:
             compiled = _or_sql(compiled, self.sql, required)
@@ -726,7 +732,7 @@ def _encode(value: Any) -> str:
 
 
 def _row_lines(
-    plan: LinePlan, row: Sequence[Any], contexts: dict[str | None, MapContext]
+    plan: LinePlan, row: ResultRow, contexts: dict[str | None, MapContext]
 ) -> list[bytes]:
     """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
     out: list[bytes] = []
