@@ -3,8 +3,9 @@
 FROM apache/airflow:3.3.2-python3.11
 
 # The package (plugins/catalog_sync) with its pinned dependencies; pinning apache-airflow
-# again keeps pip from replacing the image's Airflow.
-COPY --chown=airflow:root pyproject.toml README.md /opt/catalog-sync/
+# again keeps pip from replacing the image's Airflow. setup.py builds the optional C
+# accelerator where the image has a compiler; without one the same code runs in Python.
+COPY --chown=airflow:root pyproject.toml setup.py MANIFEST.in README.md /opt/catalog-sync/
 COPY --chown=airflow:root plugins/ /opt/catalog-sync/plugins/
 RUN pip install --no-cache-dir "apache-airflow==3.3.2" /opt/catalog-sync
 

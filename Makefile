@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test test-long lint format bench clean
 
-$(STAMP): pyproject.toml
+# setup.py compiles the optional C accelerator (plugins/catalog_sync/_speedups*): a change
+# to it reinstalls.
+$(STAMP): pyproject.toml setup.py $(wildcard plugins/catalog_sync/_speedups*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'

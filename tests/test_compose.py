@@ -152,7 +152,7 @@ def test_the_dockerfile_installs_the_project_from_the_repository() -> None:
         if target == project or target.startswith(f"{project}/")
         for source in sources
     }
-    assert {"pyproject.toml", "plugins"} <= inside
+    assert {"pyproject.toml", "setup.py", "plugins"} <= inside  # setup.py: the C accelerator
 
 
 def test_the_image_pins_the_airflow_version_the_project_pins() -> None:

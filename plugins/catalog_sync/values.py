@@ -221,14 +221,27 @@ _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<![^>]*>|<\?[^>]*>")
 
 def html_to_text(value: Any) -> str | None:
     """Plain text: tags stripped (block tags become spaces), entities unescaped,
-    whitespace collapsed, trimmed. Regular expressions rather than an HTML parser
-    because this runs for several columns of every row (about 10x faster), and shop
-    descriptions are fragments, not documents.
+    whitespace collapsed, trimmed (`_html_to_text_py` defines it).
+
+    It runs for several columns of every row, the costliest step of a snapshot in
+    Python: the compiled `_speedups.html_to_text` gives the same text about ten times
+    faster, where it is built; it returns None for the rare text it leaves to Python.
     """
     if value is None:
         return None
     text = to_text(value)
     assert text is not None
+    if _compiled_html_to_text is not None:
+        done = _compiled_html_to_text(text, html.unescape)
+        if done is not None:
+            return done  # type: ignore[no-any-return]
+    return _html_to_text_py(text)
+
+
+def _html_to_text_py(text: str) -> str:
+    """Regular expressions rather than an HTML parser because this runs for several
+    columns of every row (about 10x faster), and shop descriptions are fragments, not
+    documents."""
     if "<" in text:
         if _DROP_HINT_RE.search(text):
             text = _DROP_RE.sub(" ", text)
@@ -241,6 +254,12 @@ def html_to_text(value: Any) -> str | None:
         else:
             text = html.unescape(text)
     return " ".join(text.split())
+
+
+try:  # built by `pip install` where a C compiler is present (setup.py)
+    from catalog_sync._speedups import html_to_text as _compiled_html_to_text
+except ImportError:  # pragma: no cover - the same function, in Python
+    _compiled_html_to_text = None
 
 
 _SLUG_RE = re.compile(r"[^A-Za-z0-9]+")
