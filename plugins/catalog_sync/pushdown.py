@@ -614,11 +614,14 @@ class _Compiler:
         if not self.config.map:
             raise NotPushable("the map is empty besides variations")
         q = self.quote
-        deleted = variations.deleted_column
-        where = f" WHERE v.{q(deleted)} IS NULL" if deleted else ""
+        foreign_key = f"v.{q(variations.foreign_key)}"
+        # Only the part's key range: the whole child table would be read for every part.
+        where = [_range_marker(foreign_key)]
+        if variations.deleted_column:
+            where.append(f"v.{q(variations.deleted_column)} IS NULL")
         alias = self.join(
-            f"(SELECT DISTINCT v.{q(variations.foreign_key)} AS k "
-            f"FROM {q(variations.table)} AS v{where})",
+            f"(SELECT DISTINCT {foreign_key} AS k FROM {q(variations.table)} AS v "
+            f"WHERE {' AND '.join(where)})",
             self.src(self.config.primary_key),
         )
         pk = self.config.primary_key  # what the variations loader looks up
