@@ -570,6 +570,34 @@ def test_inline_variations_and_variant_axes(engine: sa.Engine):
     assert without.payload == {"name": "Product 2"}
 
 
+@pytest.mark.parametrize(
+    ("extra", "read"),
+    [
+        ({}, ["product_id", "options", "id", "price", "sku"]),
+        # A value that may read any column: the whole child row.
+        ({"note": {"call": f"{__name__}.shout"}}, ["*"]),
+    ],
+)
+def test_inline_variations_read_only_the_child_columns_their_map_reads(
+    engine: sa.Engine, extra: dict[str, Any], read: list[str]
+):
+    variations = {**VARIATIONS, "map": {**VARIATIONS["map"], **extra}}
+    mapper = mappers_of(
+        {
+            "product": {
+                "table": "products",
+                "map": {"payload.name": "name"},
+                "variations": variations,
+            }
+        },
+        engine,
+    )["product"]
+    assert mapper.variations_loader is not None
+    loader = mapper._loaders[mapper.variations_loader]
+    selected = [str(column) for column in loader.query_any.selected_columns]
+    assert [name.rsplit(".", 1)[-1] for name in selected] == read
+
+
 def test_the_standalone_variation_kind_sends_its_price_as_a_decimal_string():
     catalog = load_config(DEFAULT_CONFIG)
     mapper = compile_mappers(catalog, None)["variation"]

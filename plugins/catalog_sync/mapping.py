@@ -239,13 +239,20 @@ class _RowsLoader(_Loader):
         key: str,
         where: Sequence[Callable[[sa.TableClause], Any]] = (),
         deleted_column: str | None = None,
+        columns: Sequence[str] | None = None,
     ) -> None:
+        """`columns`: the only ones to read (None: all, `*`)."""
         self.key = key
         self.foreign_key = foreign_key
-        names = dict.fromkeys([foreign_key, *order, deleted_column])
+        names = dict.fromkeys([foreign_key, *order, deleted_column, *(columns or ())])
         child = sa.table(table, *(sa.column(c) for c in names if c))
+        read = (
+            [sa.literal_column("*")]
+            if columns is None
+            else [child.c[c] for c in dict.fromkeys([foreign_key, *columns])]
+        )
         self.query, self.query_any = (
-            sa.select(sa.literal_column("*"))
+            sa.select(*read)
             .select_from(child)
             .where(
                 keys,
@@ -823,6 +830,7 @@ def _compile_variations(
         [variations.primary_key],
         compiler.kind.primary_key,
         deleted_column=variations.deleted_column,
+        columns=_variation_reads(variations, id_spec, columns),
     )
     index = compiler.add_loader(loader)
     key = compiler.kind.primary_key
@@ -856,6 +864,27 @@ def _compile_variations(
         return result, variant_axes
 
     return build
+
+
+def _variation_reads(
+    variations: VariationsConfig, id_spec: str, columns: dict[str, Any] | None
+) -> list[str] | None:
+    """The child columns inline variations read, or None (all) when that is not known:
+    a child's timestamps and other columns would be parsed for nothing."""
+    if columns is None:
+        return None
+    if "{" in id_spec:
+        reads: set[str] | None = {n for _t, n, _s, _c in string.Formatter().parse(id_spec) if n}
+    else:
+        reads = {id_spec}
+    for spec in variations.map.values():
+        more = spec_reads(spec, variations.primary_key)
+        if reads is None or more is None:
+            return None
+        reads |= more
+    assert reads is not None
+    wanted = [variations.options_column, *sorted(reads)]
+    return [name for name in dict.fromkeys(wanted) if name in columns]
 
 
 def _compile_translations(
