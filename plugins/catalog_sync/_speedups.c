@@ -108,6 +108,8 @@ name_index(const NameTable *table, const char *lower, Py_ssize_t len)
 
 static PyObject *collapse_str(PyObject *text);
 
+/* WIDTH is also the string's kind: PyUnicode_1BYTE_KIND is 1, 2BYTE 2, 4BYTE 4. */
+
 #define WIDTH 1
 #define CHAR Py_UCS1
 #define FN(name) name##_ucs1
@@ -168,11 +170,11 @@ html_to_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     switch (PyUnicode_KIND(text)) {
     case PyUnicode_1BYTE_KIND:
-        return html_to_text_ucs1(data, n, PyUnicode_1BYTE_KIND, args[1]);
+        return html_to_text_ucs1(data, n, args[1]);
     case PyUnicode_2BYTE_KIND:
-        return html_to_text_ucs2(data, n, PyUnicode_2BYTE_KIND, args[1]);
+        return html_to_text_ucs2(data, n, args[1]);
     default:
-        return html_to_text_ucs4(data, n, PyUnicode_4BYTE_KIND, args[1]);
+        return html_to_text_ucs4(data, n, args[1]);
     }
 }
 

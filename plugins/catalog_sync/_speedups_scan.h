@@ -266,7 +266,7 @@ FN(only_amp)(const CHAR *s, Py_ssize_t n)
 
 /* html_to_text for a string of this width; Py_None where it cannot vouch; NULL on error. */
 static PyObject *
-FN(html_to_text)(const CHAR *s, Py_ssize_t n, int kind, PyObject *unescape)
+FN(html_to_text)(const CHAR *s, Py_ssize_t n, PyObject *unescape)
 {
     CHAR small[3 * 256];
     CHAR *work = small;
@@ -293,10 +293,10 @@ FN(html_to_text)(const CHAR *s, Py_ssize_t n, int kind, PyObject *unescape)
     }
     if (FN(find)(cur, len, '&', 0) < 0 || FN(only_amp)(cur, len)) {
         CHAR *out = work + 2 * n;
-        result = PyUnicode_FromKindAndData(kind, out, FN(collapse)(cur, len, 1, out));
+        result = PyUnicode_FromKindAndData(WIDTH, out, FN(collapse)(cur, len, 1, out));
     }
     else {
-        PyObject *stripped = PyUnicode_FromKindAndData(kind, cur, len);
+        PyObject *stripped = PyUnicode_FromKindAndData(WIDTH, cur, len);
         if (stripped != NULL) {
             PyObject *unescaped = PyObject_CallOneArg(unescape, stripped);
             Py_DECREF(stripped);

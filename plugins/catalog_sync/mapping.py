@@ -873,16 +873,13 @@ def _variation_reads(
     a child's timestamps and other columns would be parsed for nothing."""
     if columns is None:
         return None
-    if "{" in id_spec:
-        reads: set[str] | None = {n for _t, n, _s, _c in string.Formatter().parse(id_spec) if n}
-    else:
-        reads = {id_spec}
-    for spec in variations.map.values():
+    id_as_spec = {"template": id_spec} if "{" in id_spec else {"column": id_spec}
+    reads: set[str] = set()
+    for spec in (id_as_spec, *variations.map.values()):
         more = spec_reads(spec, variations.primary_key)
-        if reads is None or more is None:
+        if more is None:
             return None
         reads |= more
-    assert reads is not None
     wanted = [variations.options_column, *sorted(reads)]
     return [name for name in dict.fromkeys(wanted) if name in columns]
 
