@@ -508,6 +508,11 @@ def test_deleting_an_untranslated_row_deletes_its_external_id():
 # --- variations -------------------------------------------------------------------------
 
 
+def product_with_variations(engine: sa.Engine, variations: dict[str, Any]) -> KindMapper:
+    kind = {"table": "products", "map": {"payload.name": "name"}, "variations": variations}
+    return mappers_of({"product": kind}, engine)["product"]
+
+
 def test_inline_variations_and_variant_axes(engine: sa.Engine):
     with engine.begin() as conn:
         conn.execute(demo_shop.products.insert(), [product_row(1), product_row(2)])
@@ -520,16 +525,7 @@ def test_inline_variations_and_variant_axes(engine: sa.Engine):
                 variation_row(14, 1, {"Color": "Green"}, deleted_at=NOW),
             ],
         )
-    mapper = mappers_of(
-        {
-            "product": {
-                "table": "products",
-                "map": {"payload.name": "name"},
-                "variations": VARIATIONS,
-            }
-        },
-        engine,
-    )["product"]
+    mapper = product_with_variations(engine, VARIATIONS)
     with engine.connect() as conn:
         with_variations, without = map_rows(mapper, live_rows(conn, mapper), conn)
     assert with_variations.payload == {
@@ -582,16 +578,7 @@ def test_inline_variations_read_only_the_child_columns_their_map_reads(
     engine: sa.Engine, extra: dict[str, Any], read: list[str]
 ):
     variations = {**VARIATIONS, "map": {**VARIATIONS["map"], **extra}}
-    mapper = mappers_of(
-        {
-            "product": {
-                "table": "products",
-                "map": {"payload.name": "name"},
-                "variations": variations,
-            }
-        },
-        engine,
-    )["product"]
+    mapper = product_with_variations(engine, variations)
     assert mapper.variations_loader is not None
     loader = mapper._loaders[mapper.variations_loader]
     selected = [str(column) for column in loader.query_any.selected_columns]
