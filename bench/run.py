@@ -460,7 +460,9 @@ def main() -> int:
         delta = None
         if not args.skip_delta:
             _isolated_airflow_home(work / "airflow")  # migrated: the DAG run needs it
-            env.update({k: os.environ[k] for k in ("AIRFLOW_HOME", "AIRFLOW__CORE__FERNET_KEY")})
+            # Its home, Fernet key and settings (no example DAGs), as the demo sets them.
+            airflow = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW__")}
+            env.update({**airflow, "AIRFLOW_HOME": os.environ["AIRFLOW_HOME"]})
             receiver_db = f"sqlite:///{work / 'receiver.sqlite'}"
             receiver = ReceiverProcess.start(receiver_db, work / "receiver")
             code = ReceiverStore(receiver_db).issue_pair_code(receiver.base_url)

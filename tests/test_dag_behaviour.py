@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 from airflow.exceptions import ParamValidationError
 
-from catalog_sync import demo_shop, protocol
+import task_runs
+from catalog_sync import demo_shop, protocol, tasks
+from catalog_sync.config import load_config
 from dag_support import SyncEnv, make_sync_env
 
 PRODUCT = {"kinds": ["product"]}
@@ -115,6 +117,68 @@ def test_since_resends_the_window_from_that_instant(env: SyncEnv) -> None:
     run = env.run("delta", {**PRODUCT, "since": since})
     assert run.state == "success", env.states(run)
     assert held_products(env) == expected_products(env)
+
+
+def _touch_a_product(env: SyncEnv) -> None:
+    products = demo_shop.products
+    with env.engine.begin() as conn:
+        first = conn.execute(sa.select(sa.func.min(products.c.id))).scalar_one()
+        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        conn.execute(
+            products.update().where(products.c.id == first).values(name="Touched", updated_at=stamp)
+        )
+    env.wait_safety_lag()
+
+
+def _run_ledger(env: SyncEnv, run_id: str) -> dict[str, str]:
+    state = env.state()
+    try:
+        return {line.kind: line.status for line in state.ledger(limit=100) if line.run_id == run_id}
+    finally:
+        state.dispose()
+
+
+def test_a_delta_starts_tasks_only_for_the_kinds_that_changed(env: SyncEnv) -> None:
+    task_runs.delta_run()  # the first run: every kind from the start
+    kinds = list(load_config().kinds)
+    before = {kind: watermark(env, kind) for kind in kinds}
+    _touch_a_product(env)
+
+    run = env.run("delta")
+
+    assert run.state == "success", env.states(run)
+    extracts = [ti for ti in run.get_task_instances() if ti.task_id == "per_kind.extract"]
+    assert len(extracts) == 2  # product (changed) and host_profile (static: always sent)
+    ledger = _run_ledger(env, run.run_id)
+    assert ledger == dict.fromkeys(kinds, "committed")
+    assert all(watermark(env, kind) > before[kind] for kind in kinds)  # every one moved on
+    assert held_products(env) == expected_products(env)
+
+
+def test_an_unchanged_kind_with_dead_letters_to_redrive_is_still_extracted(
+    env: SyncEnv,
+) -> None:
+    task_runs.delta_run()
+    state = env.state()
+    state.dead_letter_record(
+        "voicebot_default", "category", "laravel:category:1", "upsert", None, "rejected: x"
+    )
+    state.dispose()
+
+    plan = tasks.plan_delta({}, dag_id="catalog_delta", run_id="after-dead-letter")
+
+    assert {item["kind"] for item in plan} == {"category", "host_profile"}
+
+
+def test_a_dry_run_moves_no_watermark_of_an_unchanged_kind(env: SyncEnv) -> None:
+    task_runs.delta_run()
+    before = watermark(env)
+
+    plan = tasks.plan_delta({**PRODUCT, "dry_run": True}, dag_id="catalog_delta", run_id="dry")
+
+    assert plan == []
+    assert watermark(env) == before
+    assert _run_ledger(env, "dry") == {"product": "dry_run"}
 
 
 def test_invalid_params_are_refused_before_any_task_runs(env: SyncEnv) -> None:

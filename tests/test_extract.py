@@ -247,6 +247,54 @@ def test_kind_without_watermark_is_extracted_whole_every_delta(
     assert _ids(items, Deletion) == ["laravel:tag:3"]
 
 
+def test_a_window_is_empty_exactly_when_its_extract_finds_nothing(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    engine, tables = shop
+    _insert(
+        engine,
+        tables["items"],
+        [
+            {"id": 1, "name": "live", "updated_at": T0},
+            {
+                "id": 2,
+                "name": "gone",
+                "updated_at": T0 + dt.timedelta(seconds=20),
+                "deleted_at": T0,
+            },
+        ],
+    )
+    catalog = _catalog(tmp_path)
+    config = catalog.kinds["tag"]
+    windows = [
+        Window(T0 - dt.timedelta(seconds=10), T0),  # ends before the live row: empty
+        Window(T0, T0 + dt.timedelta(seconds=1)),  # the live row
+        Window(T0 + dt.timedelta(seconds=20), T0 + dt.timedelta(seconds=21)),  # the delete
+        Window(T0 + dt.timedelta(seconds=30), T0 + dt.timedelta(seconds=40)),  # empty
+    ]
+    with engine.connect() as conn:
+        empty = [extract.window_is_empty(conn, config, window) for window in windows]
+    found = [_changes(engine, catalog, "tag", window) for window in windows]
+    assert empty == [True, False, False, True]
+    assert [not items for items in found] == empty
+
+
+def test_a_first_run_or_a_kind_without_watermark_is_never_called_empty(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    """Both read every row (a first run warns about NULL watermarks too): no shortcut."""
+    engine, _ = shop  # no rows at all
+    config = _catalog(tmp_path).kinds["tag"]
+    unwatermarked = parse_config(
+        {"kinds": {"tag": {**_kind("items"), "watermark": None}}}, tmp_path / "m.yaml"
+    ).kinds["tag"]
+    later = Window(T0, T0 + dt.timedelta(seconds=1))
+    with engine.connect() as conn:
+        assert extract.window_is_empty(conn, config, later)
+        assert not extract.window_is_empty(conn, config, Window(None, T0))
+        assert not extract.window_is_empty(conn, unwatermarked, later)
+
+
 def test_late_commit_is_delivered_by_the_next_window(
     shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
 ) -> None:
@@ -453,6 +501,20 @@ def test_custom_source_plugs_into_the_delta(
     events = protocol.loads(body)["events"]
     assert [op["type"] for op in events] == ["upsert", "delete"]
     assert events[0]["payload"]["title"] == "1970-01-01 00:00:00 2024-05-01 12:00:00"
+
+
+def test_a_custom_source_or_a_static_kind_is_never_called_empty(
+    shop: tuple[sa.Engine, dict[str, sa.Table]], tmp_path: Path
+) -> None:
+    """Only their own code knows what changed: the extract must ask it."""
+    engine, _ = shop
+    custom = _custom_catalog(tmp_path).kinds["cpt"]
+    static = load_config().kinds["host_profile"]
+    assert static.is_static
+    window = Window(T0, T0 + dt.timedelta(seconds=1))
+    with engine.connect() as conn:
+        assert not extract.window_is_empty(conn, custom, window)
+        assert not extract.window_is_empty(conn, static, window)
 
 
 class NoSnapshotSource:

@@ -124,6 +124,24 @@ def test_a_new_membership_row_is_an_upsert_of_the_unchanged_product(engine, cata
     assert _changes(engine, catalog, "regional", since) == {external_id(4): "upsert"}
 
 
+def test_a_membership_change_alone_keeps_the_targets_window_from_being_empty(
+    engine, catalog
+) -> None:
+    """A delta plan commits an empty window without tasks: this one must be extracted."""
+    config = _routed(catalog, "regional").kinds["product"]
+    since = now() - dt.timedelta(seconds=1)  # the shop is a minute old
+
+    def empty() -> bool:
+        window = extract.Window(low=since, high=now() + dt.timedelta(seconds=1))
+        with engine.connect() as conn:
+            return extract.window_is_empty(conn, config, window)
+
+    assert empty()
+    with engine.begin() as conn:
+        conn.execute(platforms.insert().values(product_id=40, platform="a", updated_at=now()))
+    assert not empty()
+
+
 def test_a_hard_deleted_membership_row_is_left_to_the_next_snapshot(engine, catalog) -> None:
     """The documented limit: no trace, no delta; the full's tombstone pass removes it."""
     since = now() - dt.timedelta(seconds=1)

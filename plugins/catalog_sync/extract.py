@@ -280,6 +280,24 @@ def iter_window_pages(
         after_pk = rows[-1][config.primary_key]
 
 
+def window_is_empty(conn: sa.Connection, config: KindConfig, window: Window) -> bool:
+    """The kind has certainly nothing to send in `window` (the extract would find no row).
+
+    Asks the window's own queries for one row. Only kinds read by those queries can be
+    certain: a static kind or a custom source is always extracted, and a first run or a
+    kind without a watermark reads every row.
+    """
+    if config.is_static or config.source is not None:
+        return False
+    if config.watermark is None or window.low is None:
+        return False
+    query = _KindQuery(conn.dialect, config)
+    if conn.execute(query.window_page(window, None, 1)).first() is not None:
+        return False
+    members = query.membership_page(window, None, 1)
+    return members is None or conn.execute(members).first() is None
+
+
 def _warn_null_watermarks(conn: sa.Connection, query: _KindQuery) -> None:
     """A first run skips rows without a watermark: say so instead of skipping silently."""
     assert query.watermark is not None

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 SAMPLES = 3
 #: Ledger statuses of a kind whose part of the run did what it should.
 DONE = frozenset({"committed", "superseded", "sent_since", "dry_run"})
+#: What `commit_delta` reads of an item whose window held nothing to send.
+NOTHING_SENT: dict[str, Any] = {
+    "manifest": {"upserts": 0, "deletes": 0},
+    "tally": {},
+    "unmappable": 0,
+}
 
 
 class RunFailed(CatalogSyncError):
@@ -172,7 +178,11 @@ def _routed(item: Mapping[str, Any]) -> Any:
     catalog = _catalog()
     if catalog.targets is None:
         return catalog
-    return catalog.for_target(catalog.target(item["target"], load_settings().target))
+    return _target_view(catalog, catalog.target(item["target"], load_settings().target))
+
+
+def _target_view(catalog: Any, target: Any) -> Any:
+    return catalog if catalog.targets is None else catalog.for_target(target)
 
 
 def _ledger(state: Any, item: Mapping[str, Any], *, status: str, **counts: Any) -> None:
@@ -268,7 +278,7 @@ def _resume(
 
 def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """Validate the run, check the map against the live database, fix one window per
-    (target, kind)."""
+    (target, kind); commit the empty windows here, so that their kinds start no task."""
     settings = load_settings()
     catalog = _catalog()
     run = params.check_for_map(
@@ -276,6 +286,7 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
     )
     identity = _run_identity(params.DELTA, dag_id, run_id)
     items = []
+    idle = []
     with _engine() as engine, _state() as state:
         state.ensure_schema()
         extract.prepare(engine, catalog)
@@ -312,18 +323,33 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
                     # watermark, else the gap between them would be skipped for good.
                     commit = window.low is not None and run.since <= window.low
                     window = extract.Window(low=run.since, high=window.high)
-                items.append(
-                    {
-                        **base,
-                        "kind": kind,
-                        "dry_run": run.dry_run,
-                        "window": window.to_dict(),
-                        "expected_low": None if stored is None else stored.isoformat(),
-                        "commit": commit,
-                        "resumable": resumable,
-                    }
-                )
+                item = {
+                    **base,
+                    "kind": kind,
+                    "dry_run": run.dry_run,
+                    "window": window.to_dict(),
+                    "expected_low": None if stored is None else stored.isoformat(),
+                    "commit": commit,
+                    "resumable": resumable,
+                }
+                config = _target_view(catalog, target).kinds[kind]
+                quiet = extract.window_is_empty(conn, config, window)
+                if quiet and not state.dead_letter_pending(target.name, kind):
+                    idle.append(item)
+                else:
+                    items.append(item)
             conn.rollback()
+    for item in idle:
+        # Nothing to extract or push: commit here, and the kind's mapped tasks never start.
+        done = commit_delta({**item, "resumable": False, **NOTHING_SENT})
+        log.info(
+            "plan %s/%s: nothing changed in %s .. %s; %s without extract, push or commit tasks",
+            item["target"],
+            item["kind"],
+            item["window"]["low"],
+            item["window"]["high"],
+            done["status"],
+        )
     for item in items:
         if item.get("resumed"):
             note = f" (resumed: re-sending the batches staged by run {item['staged_by']})"
@@ -486,8 +512,14 @@ def report(plan: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str) -> di
                 state.release_lock(target, key)
         paused = paused_targets(catalog, settings, state)
     by_pair = {(line.target, line.kind): line for line in lines}
-    pairs = [(item.get("target") or settings.target, item["kind"]) for item in plan]
-    pairs = list(dict.fromkeys(pairs)) or sorted(by_pair)
+    # The planned pairs and those plan finished itself (idle kinds: ledger lines only).
+    planned = [(item.get("target") or settings.target, item["kind"]) for item in plan]
+    target_rank = {name: i for i, name in enumerate(targets)}
+    kind_rank = {name: i for i, name in enumerate(catalog.kinds)}
+    pairs = sorted(
+        dict.fromkeys([*planned, *by_pair]),
+        key=lambda p: (target_rank.get(p[0], len(target_rank)), p[0], kind_rank.get(p[1], 0), p[1]),
+    )
     header = f"{'target':<20}{'kind':<18}{'status':>12}{'extracted':>11}{'accepted':>10}{'dead':>8}"
     table = [header]
     rows = []
