@@ -155,6 +155,21 @@ def test_a_delta_starts_tasks_only_for_the_kinds_that_changed(env: SyncEnv) -> N
     assert held_products(env) == expected_products(env)
 
 
+def test_a_delta_with_nothing_changed_is_plan_and_report_and_succeeds(env: SyncEnv) -> None:
+    task_runs.delta_run(PRODUCT)
+    before, sent = watermark(env), len(calls(env, protocol.EVENTS_PATH))
+    env.wait_safety_lag()
+
+    run = env.run("delta", PRODUCT)
+
+    assert run.state == "success", env.states(run)
+    ran = {ti.task_id for ti in run.get_task_instances() if ti.state == "success"}
+    assert ran == {"plan", "report"}
+    assert len(calls(env, protocol.EVENTS_PATH)) == sent  # nothing more sent
+    assert _run_ledger(env, run.run_id) == {"product": "committed"}
+    assert watermark(env) > before
+
+
 def test_an_unchanged_kind_with_dead_letters_to_redrive_is_still_extracted(
     env: SyncEnv,
 ) -> None:
