@@ -70,6 +70,17 @@ def test_every_table_kind_of_the_demo_map_is_built_by_postgresql(pg_engine: sa.E
     assert planned and all(planned.values()), planned
 
 
+def test_a_piece_of_constant_text_is_added_by_python_not_selected(pg_engine: sa.Engine) -> None:
+    """PostgreSQL would send it with every row (and the driver decode it) for nothing."""
+    demo_shop.create_demo_shop(pg_engine, 5, seed=4)
+    mapper = mapping.compile_mappers(load_config(), pg_engine)["product"]
+    with pg_engine.connect() as conn:
+        plan = pushdown.compile_plan(mapper, conn)
+    assert ',"short_description":' in plan.constants
+    assert """',"short_description":'""" not in plan.sql
+    assert all(any(piece < 0 for piece in line.pieces) for line in plan.lines)
+
+
 def test_the_demo_shop_snapshot_is_byte_identical_both_ways(
     pg_engine: sa.Engine, tmp_path: Path
 ) -> None:

@@ -515,8 +515,10 @@ def iter_snapshot_lines(
         stmt = query.live_by_pk().where(query.pk == sa.any_(sa.bindparam("keys", keys)))
         return conn.execute(stmt).mappings().all()
 
-    pages = pushdown.fetch_pages(conn, plan, live, page_size or catalog.sync.page_size, pk_range)
-    yield from pushdown.iter_lines(conn, plan, _read_ahead(pages), python_rows)
+    lock = threading.Lock()  # the read-ahead thread's statements and this one's
+    size = page_size or catalog.sync.page_size
+    pages = pushdown.fetch_pages(conn, plan, live, size, pk_range, lock)
+    yield from pushdown.iter_lines(conn, plan, _read_ahead(pages), python_rows, lock)
 
 
 def _line_plan(

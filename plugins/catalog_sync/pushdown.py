@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import string
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -198,7 +199,7 @@ class _Line:
 
     locale: str | None
     present: int | None  # result column: is the locale present (None: always)
-    pieces: tuple[int, ...]  # len(slots) + 1 result columns
+    pieces: tuple[int, ...]  # len(slots) + 1 result columns (negative: a constant's)
     slots: tuple[int, ...]  # indexes into LinePlan.slots
 
 
@@ -221,10 +222,19 @@ def _category(column_type: Any) -> str | None:
     return None
 
 
-def _literal(text: str) -> str:
+class _Literal(str):
+    """A SQL string literal that remembers its text: a piece made of literals only is a
+    constant, which Python adds to the line instead of PostgreSQL to every row."""
+
+    text: str
+
+
+def _literal(text: str) -> _Literal:
     if "\\" in text or "\x00" in text or _MARK in text:
         raise NotPushable("a literal holds a backslash or a control character")
-    return "'" + text.replace("'", "''") + "'"
+    literal = _Literal("'" + text.replace("'", "''") + "'")
+    literal.text = text
+    return literal
 
 
 #: Marks where `LinePlan.statement` puts the live-row predicate and a part's key range;
@@ -254,6 +264,7 @@ class _Compiler:
         # The engine's JSON decoder, as the driver would use it.
         self.json_loads = getattr(conn.dialect, "_json_deserializer", None) or json.loads
         self.columns: list[str] = []  # result columns (SQL expressions)
+        self.constants: list[str] = []  # pieces of literals only, kept in Python
         self.slots: list[_Slot] = []  # distinct slots (a translation shares the base's)
         self.laterals: list[str] = []  # expressions computed once per row
         self.joins: list[tuple[str, str]] = []  # (subquery with a column k, key it joins)
@@ -274,6 +285,13 @@ class _Compiler:
         if expr not in self.columns:
             self.columns.append(expr)
         return self.columns.index(expr)
+
+    def constant(self, text: str) -> int:
+        """A constant piece's index in a row extended by `LinePlan.constants` (negative:
+        from the end, so that adding result columns moves no constant)."""
+        if text not in self.constants:
+            self.constants.append(text)
+        return -1 - self.constants.index(text)
 
     def slot(self, slot: _Slot) -> int:
         for index, known in enumerate(self.slots):
@@ -579,10 +597,14 @@ class _Compiler:
             if isinstance(part, str):
                 run.append(part)
                 continue
-            piece = " || ".join(run) or "''"
-            if present is not None:
-                piece = f"CASE WHEN {self.columns[present]} THEN {piece} END"
-            pieces.append(self.add(piece))
+            literals = [part for part in run if isinstance(part, _Literal)]
+            if len(literals) == len(run):
+                pieces.append(self.constant("".join(literal.text for literal in literals)))
+            else:
+                piece = " || ".join(run)
+                if present is not None:
+                    piece = f"CASE WHEN {self.columns[present]} THEN {piece} END"
+                pieces.append(self.add(piece))
             run = []
             if part is not None:
                 slots.append(part)
@@ -643,6 +665,7 @@ class LinePlan:
     slots: tuple[_Slot, ...]
     base: str | None  # the base locale, with translations
     relations: _Slot | None  # the variations slot, if any
+    constants: tuple[str, ...]  # what `_row_lines` appends to a row: its constant pieces
 
     def statement(self, live: str, pk_range: tuple[Any, Any]) -> str:
         """The SELECT of the live rows (`live`, a predicate on `src`) in `pk_range`."""
@@ -721,6 +744,7 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         slots=tuple(c.slots),
         base=translations.base if translations is not None else None,
         relations=next((slot for slot in c.slots if slot.variations), None),
+        constants=tuple(reversed(c.constants)),
     )
 
 
@@ -740,6 +764,7 @@ def _row_lines(
     """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
     out: list[bytes] = []
     texts: list[str | None] = [None] * len(plan.slots)  # a translation reuses the base's
+    row = tuple(row) + plan.constants
     for line in plan.lines:
         if line.present is not None and not row[line.present]:
             continue
@@ -776,15 +801,26 @@ def check(conn: sa.Connection, plan: LinePlan, live: str, pk_range: tuple[Any, A
         raise NotPushable(str(exc).strip().splitlines()[0]) from None
 
 
-def fetch_pages(
-    conn: sa.Connection, plan: LinePlan, live: str, page_size: int, pk_range: tuple[Any, Any]
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The plan's rows, a page at a time, from the driver's own server-side cursor in the
-    connection's transaction (SQLAlchemy's result rows would cost a third of the time).
+#: A page of result rows, with its rows' inline variations (`MapContext.page`) if any.
+Page = tuple[list[tuple[Any, ...]], list[Any] | None]
 
-    Only this cursor is used here, so another thread may run it (`extract._read_ahead`)
-    while the connection serves that thread's other statements: psycopg connections are
-    thread-safe, its cursors are not.
+
+def fetch_pages(
+    conn: sa.Connection,
+    plan: LinePlan,
+    live: str,
+    page_size: int,
+    pk_range: tuple[Any, Any],
+    lock: threading.Lock,
+) -> Iterator[Page]:
+    """The plan's rows, a page at a time, from the driver's own server-side cursor in the
+    connection's transaction (SQLAlchemy's result rows would cost a third of the time),
+    each page with its inline variations.
+
+    Another thread may run this (`extract._read_ahead`) while the connection serves
+    `iter_lines`' statements: psycopg connections are thread-safe, its cursors are not,
+    and SQLAlchemy's statements (variations here, rows that go the Python way there)
+    take turns by `lock`.
     """
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
@@ -792,19 +828,35 @@ def fetch_pages(
         cursor.itersize = page_size
         cursor.execute(_driver_sql(plan.statement(live, pk_range)), ())
         while page := cursor.fetchmany(page_size):
-            yield page
+            yield page, _variations(conn, plan, page, lock)
+
+
+def _variations(
+    conn: sa.Connection, plan: LinePlan, page: list[tuple[Any, ...]], lock: threading.Lock
+) -> list[Any] | None:
+    """The page's inline variations, read for the rows that have some."""
+    slot = plan.relations
+    if slot is None:
+        return None
+    when = slot.when
+    assert when is not None  # the variations slot's rows with variations
+    keyed = [{name: row[i] for name, i, _json in slot.columns} for row in page if row[when]]
+    mapper = plan.mapper
+    with lock:
+        return mapper.new_context(conn, keyed, only=mapper.variations_loader).page
 
 
 def iter_lines(
     conn: sa.Connection,
     plan: LinePlan,
-    pages: Iterable[Sequence[Sequence[Any]]],
+    pages: Iterable[Page],
     python_rows: Callable[[list[Any]], Sequence[Any]],
+    lock: threading.Lock,
 ) -> Iterator[bytes | MappingFailure]:
     """Every line of the kind (and failures) from `pages` of `fetch_pages`, in order.
 
-    `python_rows(keys)` reads those rows the ordinary way (same transaction), for the
-    rows that go through `KindMapper.map_rows`.
+    `python_rows(keys)` reads those rows the ordinary way (same transaction, under
+    `lock`), for the rows that go through `KindMapper.map_rows`.
     """
     mapper = plan.mapper
     catalog = mapper.catalog
@@ -812,17 +864,10 @@ def iter_lines(
         line.locale: MapContext(mapper.kind, catalog.producer, catalog.vars, line.locale)
         for line in plan.lines
     }
-    relations = plan.relations
-    for page in pages:
-        if relations is not None:  # the page's variations, for the rows that have some
-            keyed = [
-                {name: row[i] for name, i, _json in relations.columns}
-                for row in page
-                if row[relations.when]  # type: ignore[index]
-            ]
-            loaded = mapper.new_context(conn, keyed, only=mapper.variations_loader).page
+    for page, variations in pages:
+        if variations is not None:
             for ctx in contexts.values():
-                ctx.page = loaded
+                ctx.page = variations
         done: list[list[bytes] | None] = []
         fallback: list[Any] = []
         for row in page:
@@ -835,8 +880,9 @@ def iter_lines(
             done.append(lines)
         mapped: dict[Any, list[bytes | MappingFailure]] = {}
         if fallback:
-            rows = python_rows(fallback)
-            ctx = mapper.new_context(conn, rows)
+            with lock:
+                rows = python_rows(fallback)
+                ctx = mapper.new_context(conn, rows)
             for source_row in rows:
                 items = mapper.map_rows([source_row], ctx)
                 mapped[source_row[mapper.config.primary_key]] = list(encoded(items))
