@@ -21,7 +21,6 @@ extracted the ordinary way; `extract._line_plan` logs why.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import string
@@ -201,6 +200,11 @@ class _Line:
     present: int | None  # result column: is the locale present (None: always)
     pieces: tuple[int, ...]  # len(slots) + 1 result columns (negative: a constant's)
     slots: tuple[int, ...]  # indexes into LinePlan.slots
+
+    @property
+    def steps(self) -> tuple[tuple[int, int], ...]:
+        """(slot, the piece after it), in order: what follows the first piece."""
+        return tuple(zip(self.slots, self.pieces[1:], strict=True))
 
 
 def _category(column_type: Any) -> str | None:
@@ -758,22 +762,30 @@ def _encode(value: Any) -> str:
     )
 
 
-def _row_lines(
-    plan: LinePlan, row: ResultRow, contexts: dict[str | None, MapContext]
-) -> list[bytes]:
+#: A line as `_row_lines` walks it: (present, its locale's context, first piece, steps).
+_LineSteps = tuple[int | None, MapContext, int, tuple[tuple[int, int], ...]]
+
+
+def _line_steps(plan: LinePlan, contexts: dict[str | None, MapContext]) -> list[_LineSteps]:
+    return [
+        (line.present, contexts[line.locale], line.pieces[0], line.steps) for line in plan.lines
+    ]
+
+
+def _row_lines(plan: LinePlan, row: ResultRow, lines: list[_LineSteps]) -> list[bytes]:
     """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
     out: list[bytes] = []
     texts: list[str | None] = [None] * len(plan.slots)  # a translation reuses the base's
     row = tuple(row) + plan.constants
-    for line in plan.lines:
-        if line.present is not None and not row[line.present]:
+    slots = plan.slots
+    for present, ctx, first, steps in lines:
+        if present is not None and not row[present]:
             continue
-        ctx = contexts[line.locale]
-        parts = [row[line.pieces[0]]]
-        for slot, piece in zip(line.slots, line.pieces[1:], strict=True):
+        parts = [row[first]]
+        for slot, piece in steps:
             text = texts[slot]
             if text is None:
-                text = texts[slot] = plan.slots[slot].text(row, ctx)
+                text = texts[slot] = slots[slot].text(row, ctx)
             parts += (text, row[piece])
         out.append("".join(parts).encode())
     if not out:  # no locale present: `map_row` makes a base line; rare, Python does it
@@ -864,6 +876,7 @@ def iter_lines(
         line.locale: MapContext(mapper.kind, catalog.producer, catalog.vars, line.locale)
         for line in plan.lines
     }
+    steps, guard = _line_steps(plan, contexts), plan.guard_index
     for page, variations in pages:
         if variations is not None:
             for ctx in contexts.values():
@@ -872,9 +885,11 @@ def iter_lines(
         fallback: list[Any] = []
         for row in page:
             lines = None
-            if not row[plan.guard_index]:
-                with contextlib.suppress(_Fallback):
-                    lines = _row_lines(plan, row, contexts)
+            if not row[guard]:
+                try:  # not contextlib.suppress: a context manager per row costs more
+                    lines = _row_lines(plan, row, steps)
+                except _Fallback:
+                    lines = None
             if lines is None:
                 fallback.append(row[plan.pk_index])
             done.append(lines)
