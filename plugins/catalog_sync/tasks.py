@@ -178,11 +178,7 @@ def _routed(item: Mapping[str, Any]) -> Any:
     catalog = _catalog()
     if catalog.targets is None:
         return catalog
-    return _target_view(catalog, catalog.target(item["target"], load_settings().target))
-
-
-def _target_view(catalog: Any, target: Any) -> Any:
-    return catalog if catalog.targets is None else catalog.for_target(target)
+    return catalog.for_target(catalog.target(item["target"], load_settings().target))
 
 
 def _ledger(state: Any, item: Mapping[str, Any], *, status: str, **counts: Any) -> None:
@@ -293,6 +289,8 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
         targets = _run_targets(catalog, settings, state, run)
         extract.check_routes(engine, catalog, targets)
         pairs = [(t, k) for t in targets for k in run.kinds if k in t.kinds]
+        # No filters without a targets: section, as in plan_full.
+        routed = {target.name: catalog.for_target(target) for target in targets}
         with engine.connect() as conn:
             for target, kind in pairs:
                 base = _for_target(identity, target.name, catalog)
@@ -332,7 +330,7 @@ def plan_delta(conf: Mapping[str, Any] | None, *, dag_id: str, run_id: str) -> l
                     "commit": commit,
                     "resumable": resumable,
                 }
-                config = _target_view(catalog, target).kinds[kind]
+                config = routed[target.name].kinds[kind]
                 quiet = extract.window_is_empty(conn, config, window)
                 if quiet and not state.dead_letter_pending(target.name, kind):
                     idle.append(item)
