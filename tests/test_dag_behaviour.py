@@ -97,19 +97,22 @@ def test_a_full_dry_run_sends_no_snapshot_and_moves_no_watermark(env: SyncEnv) -
     assert watermark(env) is None
 
 
-def test_since_resends_the_window_from_that_instant(env: SyncEnv) -> None:
-    """A change stamped a day ago is older than the normal window; `since` re-sends it."""
-    assert env.run("delta", PRODUCT).state == "success"
+def _change_the_first_product(env: SyncEnv, name: str, stamp: dt.datetime) -> None:
+    """Rename the first product, stamped `stamp` (naive UTC), then wait out the lag."""
     products = demo_shop.products
-    day_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
     with env.engine.begin() as conn:
         first = conn.execute(sa.select(sa.func.min(products.c.id))).scalar_one()
         conn.execute(
-            products.update()
-            .where(products.c.id == first)
-            .values(name="Back-dated change", updated_at=day_ago)
+            products.update().where(products.c.id == first).values(name=name, updated_at=stamp)
         )
     env.wait_safety_lag()
+
+
+def test_since_resends_the_window_from_that_instant(env: SyncEnv) -> None:
+    """A change stamped a day ago is older than the normal window; `since` re-sends it."""
+    assert env.run("delta", PRODUCT).state == "success"
+    day_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=1)
+    _change_the_first_product(env, "Back-dated change", day_ago)
     assert env.run("delta", PRODUCT).state == "success"
     assert held_products(env) != expected_products(env)  # the normal window missed it
 
@@ -117,17 +120,6 @@ def test_since_resends_the_window_from_that_instant(env: SyncEnv) -> None:
     run = env.run("delta", {**PRODUCT, "since": since})
     assert run.state == "success", env.states(run)
     assert held_products(env) == expected_products(env)
-
-
-def _touch_a_product(env: SyncEnv) -> None:
-    products = demo_shop.products
-    with env.engine.begin() as conn:
-        first = conn.execute(sa.select(sa.func.min(products.c.id))).scalar_one()
-        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        conn.execute(
-            products.update().where(products.c.id == first).values(name="Touched", updated_at=stamp)
-        )
-    env.wait_safety_lag()
 
 
 def _run_ledger(env: SyncEnv, run_id: str) -> dict[str, str]:
@@ -142,7 +134,7 @@ def test_a_delta_starts_tasks_only_for_the_kinds_that_changed(env: SyncEnv) -> N
     task_runs.delta_run()  # the first run: every kind from the start
     kinds = list(load_config().kinds)
     before = {kind: watermark(env, kind) for kind in kinds}
-    _touch_a_product(env)
+    _change_the_first_product(env, "Touched", dt.datetime.now(dt.UTC).replace(tzinfo=None))
 
     run = env.run("delta")
 
