@@ -1,9 +1,10 @@
-"""The compiled `html_to_text` (catalog_sync/_speedups.c) against its definition in Python.
+"""The compiled functions (catalog_sync/_speedups.c) against their definitions in Python.
 
 `values._html_to_text_py` defines the text; the compiled function must give the same text
 or None (then Python runs). These tests compare the two on chosen and generated text,
 in all three string widths, and check that None is kept for what needs the regular
-expressions' Unicode case rules.
+expressions' Unicode case rules. `pushdown._join_line_py` defines a snapshot line; the
+compiled `join_line` must give the same bytes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import re
 import sys
 from collections.abc import Callable
 
+import orjson
 import pytest
 
-from catalog_sync import values
+from catalog_sync import pushdown, values
 
 REQUIRE = os.environ.get("CATALOG_SYNC_REQUIRE_SPEEDUPS") == "1"
 
@@ -154,3 +156,85 @@ def test_generated_markup_with_special_letters_is_right_or_left_to_python(
             assert fast == slow, text
             compiled_count += 1
     assert compiled_count > 0
+
+
+# --- join_line ----------------------------------------------------------------------------
+
+Join = Callable[..., bytes]
+
+
+@pytest.fixture(scope="module")
+def compiled_join() -> Join:
+    if pushdown.join_line is pushdown._join_line_py:
+        message = "catalog_sync._speedups is not built: pushdown.join_line runs in Python"
+        if REQUIRE:
+            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
+        pytest.skip(message)
+    return pushdown.join_line
+
+
+C, RAW, ESC, SLOT = pushdown.CONST, pushdown.RAW, pushdown.ESCAPED, pushdown.SLOT
+
+
+def _join_both(join: Join, row: tuple, ops: tuple, slots: tuple) -> tuple[bytes, bytes]:
+    """Each way with its own texts list, both starting empty."""
+    ctx = object()
+    fast = join(row, ops, [None] * len(slots), slots, ctx)
+    return fast, pushdown._join_line_py(row, ops, [None] * len(slots), slots, ctx)
+
+
+def test_every_character_is_written_as_orjson_writes_it(compiled_join: Join) -> None:
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    for start in range(0, len(every), 4096):
+        text = every[start : start + 4096]
+        fast, slow = _join_both(compiled_join, (text,), (ESC, 0), ())
+        assert fast == slow == orjson.dumps(text)
+
+
+def test_a_line_of_every_op_is_the_python_line(compiled_join: Join) -> None:
+    row = ('"quoted"\n', None, "[1,2]", "Тепла чашка \U0001f375", "")
+    ops = (C, '{"a":', ESC, 0, C, ',"b":', ESC, 1, C, ',"c":', RAW, 2, C, ',"d":')
+    ops += (SLOT, 0, C, ',"e":', ESC, 3, C, ',"f":', ESC, 4, C, ',"g":', SLOT, 0, C, "}")
+    calls: list[tuple] = []
+
+    def slot(row: tuple, ctx: object) -> str:
+        calls.append(row)
+        return '"slot é"'
+
+    fast, slow = _join_both(compiled_join, row, ops, (slot,))
+    assert fast == slow
+    assert orjson.loads(fast)["a"] == '"quoted"\n' and orjson.loads(fast)["b"] is None
+    assert len(calls) == 2  # once a way: the second use of the slot reads `texts`
+
+
+def test_a_slot_computed_for_one_line_is_reused_by_the_next(compiled_join: Join) -> None:
+    texts: list[str | None] = [None, "kept"]
+    line = compiled_join(("x",), (SLOT, 1, C, "-", ESC, 0), texts, (None, None), object())
+    assert line == b'kept-"x"'
+
+
+def test_a_slot_that_raises_lets_the_exception_through(compiled_join: Join) -> None:
+    class Fallback(Exception):
+        pass
+
+    def failing(row: tuple, ctx: object) -> str:
+        raise Fallback
+
+    with pytest.raises(Fallback):
+        compiled_join(("x",), (C, "a", SLOT, 0), [None], (failing,), object())
+
+
+def test_generated_lines_are_the_python_lines(compiled_join: Join) -> None:
+    alphabet = ["a", "é", "ж", "\U0001f375", '"', "\\", "\n", "\x01", "\x1f", "\x7f", " "]
+    rng = random.Random(10)
+    for _ in range(3000):
+        row = tuple(_generated(rng, alphabet) if rng.random() > 0.2 else None for _ in range(4))
+        ops: tuple = ()
+        for _ in range(rng.randint(0, 12)):
+            column = rng.randrange(4)
+            op = rng.choice([C, ESC, ESC, RAW])
+            if op == RAW and row[column] is None:
+                op = ESC  # a RAW column is never NULL (the SQL says COALESCE)
+            ops += (op, _generated(rng, alphabet) if op == C else column)
+        fast, slow = _join_both(compiled_join, row, ops, ())
+        assert fast == slow, (row, ops)

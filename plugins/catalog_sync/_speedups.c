@@ -1,4 +1,4 @@
-/* catalog_sync._speedups: a compiled form of the snapshot's hottest pure function.
+/* catalog_sync._speedups: compiled forms of the snapshot's hottest pure functions.
  *
  * html_to_text(text, unescape) gives exactly what `values._html_to_text_py(text)` gives,
  * or None where it cannot vouch for that (the caller then runs the Python function).
@@ -9,7 +9,13 @@
  * (`Py_UNICODE_ISALNUM` or `_`), whitespace (`Py_UNICODE_ISSPACE`) and case (ASCII).
  * Under re.IGNORECASE four non-ASCII characters also match ASCII letters (U+0130,
  * U+0131, U+017F, U+212A): where one stands in a tag name, this returns None.
- * tests/test_speedups.py compares the two on generated and adversarial text.
+ *
+ * join_line(row, ops, texts, functions, ctx) gives exactly what
+ * `pushdown._join_line_py` gives: one NDJSON line of a snapshot, from a result row and
+ * the line's ops. A string is written as orjson writes it (`"` and `\\` escaped, control
+ * characters as \b \t \n \f \r or \u00xx, everything else as UTF-8).
+ *
+ * tests/test_speedups.py compares each with its Python definition.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -178,17 +184,233 @@ html_to_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 }
 
+
+/* ---- join_line -------------------------------------------------------------------- */
+
+enum { OP_CONST = 0, OP_RAW = 1, OP_ESCAPED = 2, OP_SLOT = 3 };
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    char local[2048]; /* most lines fit: no allocation */
+} Buffer;
+
+static int
+buffer_reserve(Buffer *buffer, Py_ssize_t more)
+{
+    if (buffer->len + more <= buffer->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = buffer->cap * 2;
+    while (cap < buffer->len + more) {
+        cap *= 2;
+    }
+    char *data;
+    if (buffer->data == buffer->local) {
+        data = PyMem_Malloc((size_t)cap);
+        if (data != NULL) {
+            memcpy(data, buffer->local, (size_t)buffer->len);
+        }
+    }
+    else {
+        data = PyMem_Realloc(buffer->data, (size_t)cap);
+    }
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    buffer->data = data;
+    buffer->cap = cap;
+    return 0;
+}
+
+static int
+buffer_add(Buffer *buffer, const char *data, Py_ssize_t len)
+{
+    if (buffer_reserve(buffer, len) < 0) {
+        return -1;
+    }
+    memcpy(buffer->data + buffer->len, data, (size_t)len);
+    buffer->len += len;
+    return 0;
+}
+
+/* A str's UTF-8 (cached in the object by CPython), or -1 with an error set. */
+static const char *
+utf8_of(PyObject *text, Py_ssize_t *len, const char *what)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "join_line: %s is %.100s, not str", what,
+                     Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(text, len);
+}
+
+static int
+buffer_add_str(Buffer *buffer, PyObject *text, const char *what)
+{
+    Py_ssize_t len;
+    const char *data = utf8_of(text, &len, what);
+    return data == NULL ? -1 : buffer_add(buffer, data, len);
+}
+
+/* What follows the backslash for a byte orjson escapes; 'u' for \u00xx; 0: as it is. */
+static char ESCAPE[256];
+
+static void
+index_escapes(void)
+{
+    for (int c = 0; c < 0x20; c++) {
+        ESCAPE[c] = 'u';
+    }
+    ESCAPE['\b'] = 'b';
+    ESCAPE['\t'] = 't';
+    ESCAPE['\n'] = 'n';
+    ESCAPE['\f'] = 'f';
+    ESCAPE['\r'] = 'r';
+    ESCAPE['"'] = '"';
+    ESCAPE['\\'] = '\\';
+}
+
+static int
+buffer_add_json_string(Buffer *buffer, PyObject *text)
+{
+    Py_ssize_t len;
+    const unsigned char *data = (const unsigned char *)utf8_of(text, &len, "an ESCAPED value");
+    if (data == NULL) {
+        return -1;
+    }
+    /* At most six bytes for one: \u00xx. */
+    if (buffer_reserve(buffer, 2 + 6 * len) < 0) {
+        return -1;
+    }
+    char *out = buffer->data + buffer->len;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = data[i];
+        char escape = ESCAPE[c];
+        if (escape == 0) {
+            *out++ = (char)c;
+        }
+        else if (escape == 'u') {
+            static const char HEX[] = "0123456789abcdef";
+            out[0] = '\\';
+            out[1] = 'u';
+            out[2] = '0';
+            out[3] = '0';
+            out[4] = HEX[c >> 4];
+            out[5] = HEX[c & 15];
+            out += 6;
+        }
+        else {
+            out[0] = '\\';
+            out[1] = escape;
+            out += 2;
+        }
+    }
+    *out++ = '"';
+    buffer->len = out - buffer->data;
+    return 0;
+}
+
+static int
+join_op(Buffer *buffer, long op, PyObject *arg, PyObject *row, PyObject *texts,
+        PyObject *functions, PyObject *ctx)
+{
+    if (op == OP_CONST) {
+        return buffer_add_str(buffer, arg, "a CONST");
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(arg);
+    if (at == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (op == OP_RAW || op == OP_ESCAPED) {
+        if (at < 0 || at >= PyTuple_GET_SIZE(row)) {
+            PyErr_SetString(PyExc_IndexError, "join_line: a column beyond the row");
+            return -1;
+        }
+        PyObject *value = PyTuple_GET_ITEM(row, at);
+        if (op == OP_RAW) {
+            return buffer_add_str(buffer, value, "a RAW value");
+        }
+        return value == Py_None ? buffer_add(buffer, "null", 4)
+                                : buffer_add_json_string(buffer, value);
+    }
+    if (op != OP_SLOT) {
+        PyErr_Format(PyExc_ValueError, "join_line: unknown op %ld", op);
+        return -1;
+    }
+    if (at < 0 || at >= PyList_GET_SIZE(texts) || at >= PyTuple_GET_SIZE(functions)) {
+        PyErr_SetString(PyExc_IndexError, "join_line: a slot beyond the texts");
+        return -1;
+    }
+    PyObject *text = PyList_GET_ITEM(texts, at);
+    if (text == Py_None) {
+        PyObject *function = PyTuple_GET_ITEM(functions, at);
+        text = PyObject_CallFunctionObjArgs(function, row, ctx, NULL);
+        if (text == NULL) {
+            return -1; /* the slot's exception (_Fallback) goes to the caller */
+        }
+        PyList_SET_ITEM(texts, at, text); /* steals the new reference */
+        Py_DECREF(Py_None);
+    }
+    return buffer_add_str(buffer, text, "a slot's text");
+}
+
+static PyObject *
+join_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5 || !PyTuple_Check(args[1]) || !PyList_Check(args[2]) ||
+        !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "join_line(row, ops: tuple, texts: list, functions: tuple, ctx)");
+        return NULL;
+    }
+    PyObject *row = PySequence_Tuple(args[0]); /* the driver's rows are tuples: no copy */
+    if (row == NULL) {
+        return NULL;
+    }
+    PyObject *ops = args[1], *texts = args[2], *functions = args[3], *ctx = args[4];
+    Buffer buffer;
+    buffer.data = buffer.local;
+    buffer.len = 0;
+    buffer.cap = (Py_ssize_t)sizeof(buffer.local);
+    PyObject *result = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(ops);
+    for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+        long op = PyLong_AsLong(PyTuple_GET_ITEM(ops, i));
+        if (op == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (join_op(&buffer, op, PyTuple_GET_ITEM(ops, i + 1), row, texts, functions, ctx) < 0) {
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(buffer.data, buffer.len);
+done:
+    if (buffer.data != buffer.local) {
+        PyMem_Free(buffer.data);
+    }
+    Py_DECREF(row);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"html_to_text", (PyCFunction)(void (*)(void))html_to_text, METH_FASTCALL,
      "html_to_text(text, unescape) -> str | None: values._html_to_text_py(text), or None "
      "where a character in a tag name needs the regular expressions' Unicode case rules."},
+    {"join_line", (PyCFunction)(void (*)(void))join_line, METH_FASTCALL,
+     "join_line(row, ops, texts, functions, ctx) -> bytes: pushdown._join_line_py."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "catalog_sync._speedups",
-    .m_doc = "A compiled form of catalog_sync.values.html_to_text.",
+    .m_doc = "Compiled forms of values.html_to_text and pushdown._join_line_py.",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -198,5 +420,6 @@ PyInit__speedups(void)
 {
     index_names(&DROPPED);
     index_names(&BLOCKS);
+    index_escapes();
     return PyModule_Create(&module);
 }

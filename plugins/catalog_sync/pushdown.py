@@ -2,12 +2,13 @@
 
 A full snapshot of a big catalog is CPU-bound in Python: a dict per entity, a getter
 per key, then the encoder. On PostgreSQL a kind's snapshot instead runs one SELECT
-whose columns are the finished pieces of each line. PostgreSQL computes what it can
-compute exactly: text through `to_json` (which escapes as our encoder does), integers,
-booleans, money and decimals (numeric `round` is half away from zero), templates,
-refs, constants, and slug lists aggregated per key. What it cannot stays Python: a
-*slot* runs the map's own getter on the few columns it reads (`html_text`,
-`attributes`, ...), and its JSON goes between two pieces.
+whose columns are the values of each line, ready to write. PostgreSQL computes what it
+can compute exactly: the text of text values, templates and refs, the JSON of integers,
+booleans, money and decimals (numeric `round` is half away from zero) and of slug lists
+aggregated per key. What it cannot stays Python: a *slot* runs the map's own getter on
+the few columns it reads (`html_text`, `attributes`, ...). `join_line` (compiled where
+it is built) then writes the line: constants, the JSON PostgreSQL printed, texts as JSON
+strings (as orjson writes them), and the slots' JSON.
 
 A row the SQL cannot vouch for goes the ordinary way (`KindMapper.map_rows`): an
 amount that is NaN or absurd, an empty required key, inline variations, a slot that
@@ -192,19 +193,19 @@ def _only_when(text: SlotText, index: int) -> SlotText:
     return only_when
 
 
+#: What `join_line` writes for each (op, argument) of a line: a constant text, a result
+#: column as it is (JSON that PostgreSQL printed), a result column's text as a JSON string
+#: (NULL: null), or a slot's text (`LinePlan.slots`, computed once for a row's lines).
+CONST, RAW, ESCAPED, SLOT = 0, 1, 2, 3
+
+
 @dataclass(frozen=True, slots=True)
 class _Line:
-    """One locale's line: SQL pieces (result columns) with Python slots between them."""
+    """One locale's line: constants, result columns and Python slots, in order."""
 
     locale: str | None
     present: int | None  # result column: is the locale present (None: always)
-    pieces: tuple[int, ...]  # len(slots) + 1 result columns (negative: a constant's)
-    slots: tuple[int, ...]  # indexes into LinePlan.slots
-
-    @property
-    def steps(self) -> tuple[tuple[int, int], ...]:
-        """(slot, the piece after it), in order: what follows the first piece."""
-        return tuple(zip(self.slots, self.pieces[1:], strict=True))
+    ops: tuple[Any, ...]  # op, argument, op, argument... (CONST, RAW, ESCAPED, SLOT)
 
 
 def _category(column_type: Any) -> str | None:
@@ -227,8 +228,8 @@ def _category(column_type: Any) -> str | None:
 
 
 class _Literal(str):
-    """A SQL string literal that remembers its text: a piece made of literals only is a
-    constant, which Python adds to the line instead of PostgreSQL to every row."""
+    """A SQL string literal that remembers its text: in a line it is a constant, which
+    Python adds instead of PostgreSQL sending it with every row."""
 
     text: str
 
@@ -251,8 +252,14 @@ def _range_marker(column: str) -> str:
     return f"{_MARK}range:{column}{_MARK}"
 
 
-def _json_text(expr: str) -> str:
-    return f"COALESCE(to_json(({expr})::text)::text, 'null')"
+class _Escaped(str):
+    """SQL of a text value that Python writes as a JSON string (`join_line`'s ESCAPED):
+    the driver decodes the text either way, and `to_json` plus `||` per value is most of
+    PostgreSQL's work for a line."""
+
+
+def _json_text(expr: str) -> _Escaped:
+    return _Escaped(f"({expr})::text")
 
 
 class _Compiler:
@@ -268,7 +275,6 @@ class _Compiler:
         # The engine's JSON decoder, as the driver would use it.
         self.json_loads = getattr(conn.dialect, "_json_deserializer", None) or json.loads
         self.columns: list[str] = []  # result columns (SQL expressions)
-        self.constants: list[str] = []  # pieces of literals only, kept in Python
         self.slots: list[_Slot] = []  # distinct slots (a translation shares the base's)
         self.laterals: list[str] = []  # expressions computed once per row
         self.joins: list[tuple[str, str]] = []  # (subquery with a column k, key it joins)
@@ -289,13 +295,6 @@ class _Compiler:
         if expr not in self.columns:
             self.columns.append(expr)
         return self.columns.index(expr)
-
-    def constant(self, text: str) -> int:
-        """A constant piece's index in a row extended by `LinePlan.constants` (negative:
-        from the end, so that adding result columns moves no constant)."""
-        if text not in self.constants:
-            self.constants.append(text)
-        return -1 - self.constants.index(text)
 
     def slot(self, slot: _Slot) -> int:
         for index, known in enumerate(self.slots):
@@ -367,6 +366,8 @@ class _Compiler:
             expr, category = self.column(spec[keyword], locale)
             if category == "text":
                 return f"{expr} IS NULL OR ({expr})::text = ''"
+        if isinstance(sql, _Escaped):  # null or "" (a string is never [] or {})
+            return f"({sql}) IS NULL OR ({sql}) = ''"
         return f"({sql}) IN ({', '.join(map(_literal, _EMPTY_JSON))})"
 
     def is_json(self, name: str, locale: str | None) -> bool:
@@ -445,9 +446,9 @@ class _Compiler:
             )
         if keyword == "ref" and category in ("text", "int"):
             prefix = _literal(f"{self.catalog.producer}:{spec['ref']}:")
-            return (
-                f"CASE WHEN {expr} IS NULL OR ({expr})::text = '' THEN 'null' "
-                f"ELSE to_json({prefix} || ({expr})::text)::text END"
+            return _Escaped(
+                f"CASE WHEN {expr} IS NULL OR ({expr})::text = '' THEN NULL "
+                f"ELSE {prefix} || ({expr})::text END"
             )
         return None
 
@@ -584,35 +585,30 @@ class _Compiler:
         head = '{"kind":' + protocol.dumps(self.config.kind).decode() + ',"external_id":'
         parts: list[str | int] = [_literal(head)]
         if translations is not None and locale != translations.base:
-            parts.append(f"to_json({id_sql} || {_literal(':' + str(locale))})::text")
+            parts.append(_Escaped(f"{id_sql} || {_literal(':' + str(locale))}"))
         else:
-            parts.append(f"to_json({id_sql})::text")
+            parts.append(_Escaped(id_sql))
         parts.append(_literal(',"payload":'))
         parts += self.payload(locale)
         if translations is not None:
             parts.append(_literal(',"lang":' + protocol.dumps(locale).decode()))
             if locale != translations.base:
-                parts += [_literal(',"translation_of":'), f"to_json({id_sql})::text"]
+                parts += [_literal(',"translation_of":'), _Escaped(id_sql)]
         parts.append(_literal("}"))
-        pieces: list[int] = []
-        slots: list[int] = []
-        run: list[str] = []
-        for part in [*parts, None]:
-            if isinstance(part, str):
-                run.append(part)
-                continue
-            literals = [part for part in run if isinstance(part, _Literal)]
-            if len(literals) == len(run):
-                pieces.append(self.constant("".join(literal.text for literal in literals)))
+        ops: list[Any] = []
+        for part in parts:
+            if isinstance(part, _Literal):
+                if ops and ops[-2] == CONST:
+                    ops[-1] += part.text
+                else:
+                    ops += (CONST, part.text)
+            elif isinstance(part, str):
+                # A column both locales share is selected once (`add`), so it is not
+                # computed only where the locale is present.
+                ops += (ESCAPED if isinstance(part, _Escaped) else RAW, self.add(part))
             else:
-                piece = " || ".join(run)
-                if present is not None:
-                    piece = f"CASE WHEN {self.columns[present]} THEN {piece} END"
-                pieces.append(self.add(piece))
-            run = []
-            if part is not None:
-                slots.append(part)
-        return _Line(locale, present, tuple(pieces), tuple(slots))
+                ops += (SLOT, part)
+        return _Line(locale, present, tuple(ops))
 
     def present(self, locale: str) -> int | None:
         """Result column: is `locale` present for the row (translations' `present:`)."""
@@ -669,7 +665,7 @@ class LinePlan:
     slots: tuple[_Slot, ...]
     base: str | None  # the base locale, with translations
     relations: _Slot | None  # the variations slot, if any
-    constants: tuple[str, ...]  # what `_row_lines` appends to a row: its constant pieces
+    texts: tuple[SlotText, ...]  # each slot's text function, by slot index
 
     def statement(self, live: str, pk_range: tuple[Any, Any]) -> str:
         """The SELECT of the live rows (`live`, a predicate on `src`) in `pk_range`."""
@@ -748,7 +744,7 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         slots=tuple(c.slots),
         base=translations.base if translations is not None else None,
         relations=next((slot for slot in c.slots if slot.variations), None),
-        constants=tuple(reversed(c.constants)),
+        texts=tuple(slot.text for slot in c.slots),
     )
 
 
@@ -762,32 +758,57 @@ def _encode(value: Any) -> str:
     )
 
 
-#: A line as `_row_lines` walks it: (present, its locale's context, first piece, steps).
-_LineSteps = tuple[int | None, MapContext, int, tuple[tuple[int, int], ...]]
+def _join_line_py(
+    row: ResultRow,
+    ops: Sequence[Any],
+    texts: list[str | None],
+    functions: Sequence[SlotText],
+    ctx: MapContext,
+) -> bytes:
+    """The line `ops` (`_Line.ops`) of `row`, encoded. A slot's text is computed by
+    `functions[slot](row, ctx)` the first time a row's lines need it, then kept in
+    `texts` (a translation reuses the base line's). `_speedups.join_line`, where it is
+    built, does the same in C."""
+    parts = []
+    for at in range(0, len(ops), 2):
+        op, arg = ops[at], ops[at + 1]
+        if op == CONST:
+            parts.append(arg)
+        elif op == RAW:
+            parts.append(row[arg])
+        elif op == ESCAPED:
+            value = row[arg]
+            parts.append("null" if value is None else orjson.dumps(value).decode())
+        else:
+            text = texts[arg]
+            if text is None:
+                text = texts[arg] = functions[arg](row, ctx)
+            parts.append(text)
+    return "".join(parts).encode()
+
+
+try:  # built by `pip install` where a C compiler is present (setup.py)
+    from catalog_sync._speedups import join_line
+except ImportError:  # pragma: no cover - the same function, in Python
+    join_line = _join_line_py
+
+
+#: A line as `_row_lines` walks it: (present, its locale's context, ops).
+_LineSteps = tuple[int | None, MapContext, tuple[Any, ...]]
 
 
 def _line_steps(plan: LinePlan, contexts: dict[str | None, MapContext]) -> list[_LineSteps]:
-    return [
-        (line.present, contexts[line.locale], line.pieces[0], line.steps) for line in plan.lines
-    ]
+    return [(line.present, contexts[line.locale], line.ops) for line in plan.lines]
 
 
 def _row_lines(plan: LinePlan, row: ResultRow, lines: list[_LineSteps]) -> list[bytes]:
     """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
     out: list[bytes] = []
-    texts: list[str | None] = [None] * len(plan.slots)  # a translation reuses the base's
-    row = tuple(row) + plan.constants
-    slots = plan.slots
-    for present, ctx, first, steps in lines:
-        if present is not None and not row[present]:
-            continue
-        parts = [row[first]]
-        for slot, piece in steps:
-            text = texts[slot]
-            if text is None:
-                text = texts[slot] = slots[slot].text(row, ctx)
-            parts += (text, row[piece])
-        out.append("".join(parts).encode())
+    texts: list[str | None] = [None] * len(plan.slots)
+    functions = plan.texts
+    for present, ctx, ops in lines:
+        if present is None or row[present]:
+            out.append(join_line(row, ops, texts, functions, ctx))
     if not out:  # no locale present: `map_row` makes a base line; rare, Python does it
         raise _Fallback
     return out
