@@ -68,6 +68,7 @@ def test_every_table_kind_of_the_demo_map_is_built_by_postgresql(pg_engine: sa.E
     planned = _planned(pg_engine, load_config())
     assert planned.pop("host_profile") is False  # no table: nothing to select
     assert planned and all(planned.values()), planned
+    assert _children(pg_engine, load_config()) is not None  # inline variations too
 
 
 def test_a_piece_of_constant_text_is_added_by_python_not_selected(pg_engine: sa.Engine) -> None:
@@ -429,3 +430,80 @@ def test_a_part_with_text_key_bounds_is_built_by_python(
     in_sql, python = _both_ways(pg_engine, catalog, tmp_path, part=(0, ("a", "b")))
     _assert_same(in_sql, python)
     assert in_sql["parts"][0]["lines"] == 1
+
+
+# --- inline variations whose values PostgreSQL selects ---------------------------------------
+
+_KIDS_DDL = """
+CREATE TABLE parents (id integer PRIMARY KEY, name text, updated_at timestamp);
+CREATE TABLE kids (
+    id integer PRIMARY KEY, parent_id integer, code text, sku text, price numeric,
+    options json, options_text text, deleted_at timestamp
+);
+INSERT INTO parents SELECT n, 'P' || n, now() FROM generate_series(1, 9) AS n;
+INSERT INTO kids VALUES
+    (1, 1, 'a', 'S"1\\', 10.5, '{"Color": " Red ", "Size": "M"}', NULL, NULL),
+    (2, 1, 'b', NULL, 10, '{"Color": "Red", "Size": null, "": "x"}', NULL, NULL),
+    (3, 1, 'c', 'é 😀', NULL, '{"Size": "L", "Size": "XL"}', NULL, NULL),
+    (4, 2, 'd', 'nested', 1, '{"Color": {"x": 1}}', NULL, NULL),
+    (5, 3, 'e', 'nan', 'NaN', '{}', NULL, NULL),
+    (6, 4, 'f', 'gone', 1, '{"Color": "Red"}', NULL, '2020-01-01'),
+    (7, 5, 'g', 'string', 1, '"{\\"Color\\": \\"Blue\\"}"', NULL, NULL),
+    (8, 6, 'h', 'null options', 1, NULL, NULL, NULL),
+    (9, 7, '', 'empty id', 1, '{}', NULL, NULL),
+    (10, 8, 'i', 'a list', 1, '["Red"]', NULL, NULL),
+    (11, 9, 'j', 'text options', 2, NULL, '{"Colour": " Ж "}', NULL)
+"""
+
+
+def _kids_map(options_column: str = "options", **fields: Any) -> dict[str, Any]:
+    variations = {
+        "table": "kids",
+        "foreign_key": "parent_id",
+        "options_column": options_column,
+        "external_id": "code",
+        "deleted_column": "deleted_at",
+        "map": {"sku": "sku", "price_amount": {"money": "price"}, "fixed": {"const": 1}, **fields},
+    }
+    product = {"table": "parents", "map": {"payload.name": "name"}, "variations": variations}
+    return {"producer": "shop", "kinds": {"product": product}}
+
+
+@pytest.fixture
+def kids_shop(pg_engine: sa.Engine) -> sa.Engine:
+    with pg_engine.begin() as conn:
+        for statement in _KIDS_DDL.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+    return pg_engine
+
+
+def _children(engine: sa.Engine, catalog: CatalogConfig) -> Any:
+    mapper = mapping.compile_mappers(catalog, engine)["product"]
+    with engine.connect() as conn:
+        relations = pushdown.compile_plan(mapper, conn).relations
+    assert relations is not None
+    return relations.children
+
+
+@pytest.mark.parametrize("options_column", ["options", "options_text"])
+def test_inline_variations_selected_by_postgresql_are_byte_identical_both_ways(
+    kids_shop: sa.Engine, tmp_path: Path, options_column: str
+) -> None:
+    catalog = parse_config(_kids_map(options_column), tmp_path / "map.yaml")
+    assert _children(kids_shop, catalog) is not None  # the entries' values came from SQL
+    in_sql, python = _both_ways(kids_shop, catalog, tmp_path, page_size=3)
+    _assert_same(in_sql, python)
+    lines = _staged(in_sql["parts"][0]["uri"])
+    assert any(b'"variant_axes":' in line for line in lines)
+    assert in_sql["parts"][0]["failures"]["count"] > 0  # nested options, NaN, empty id...
+
+
+def test_inline_variations_with_a_python_only_value_are_built_by_the_mapper(
+    kids_shop: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = parse_config(_kids_map(text={"html_text": "sku"}), tmp_path / "map.yaml")
+    with caplog.at_level("INFO", logger="catalog_sync.pushdown"):
+        assert _children(kids_shop, catalog) is None
+    assert "inline variations of product built in Python" in caplog.text
+    _assert_same(*_both_ways(kids_shop, catalog, tmp_path, page_size=3))

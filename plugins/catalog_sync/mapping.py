@@ -809,11 +809,7 @@ def _compile_variations(
             compiler.need(getattr(variations, key), [*vpath, key], columns)
         if variations.deleted_column:
             compiler.need(variations.deleted_column, [*vpath, "deleted_column"], columns)
-    id_spec = variations.external_id
-    standalone = catalog.kinds.get("variation")
-    if id_spec is None:
-        same_table = standalone is not None and standalone.table == variations.table
-        id_spec = standalone.external_id if same_table and standalone else variations.primary_key
+    id_spec = variation_id_spec(catalog, variations)
     prefix = f"{catalog.producer}:variation:"
     if "{" in id_spec:
         render = compiler.template(id_spec, [*vpath, "external_id"], columns)
@@ -853,17 +849,32 @@ def _compile_variations(
             for name, getter in fields:
                 entry[name] = getter(child, ctx)
             result.append(entry)
-        variant_axes = [
-            {
-                "name": axis,
-                "slug": values.slugify(axis),
-                "values": [{"label": label, "slug": values.slugify(label)} for label in labels],
-            }
-            for axis, labels in axes.items()
-        ]
-        return result, variant_axes
+        return result, variant_axes(axes)
 
     return build
+
+
+def variant_axes(axes: Mapping[str, Mapping[str, None]]) -> list[dict[str, Any]]:
+    """`payload.variant_axes` from {axis: {label: None}} in the order first seen."""
+    return [
+        {
+            "name": axis,
+            "slug": values.slugify(axis),
+            "values": [{"label": label, "slug": values.slugify(label)} for label in labels],
+        }
+        for axis, labels in axes.items()
+    ]
+
+
+def variation_id_spec(catalog: CatalogConfig, variations: VariationsConfig) -> str:
+    """The column or template of an inline variation's external id: its own, else the
+    standalone `variation` kind's when that reads the same table, else its primary key."""
+    if variations.external_id is not None:
+        return variations.external_id
+    standalone = catalog.kinds.get("variation")
+    if standalone is not None and standalone.table == variations.table:
+        return standalone.external_id
+    return variations.primary_key
 
 
 def _variation_reads(

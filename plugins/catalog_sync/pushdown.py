@@ -34,7 +34,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from catalog_sync import protocol, values
+from catalog_sync import mapping, protocol, values
 from catalog_sync.config import PAYLOAD_PREFIX
 from catalog_sync.mapping import (
     Getter,
@@ -75,7 +75,7 @@ class _Slot:
     every row.
     """
 
-    __slots__ = ("columns", "getter", "required", "sql", "text", "variations", "when")
+    __slots__ = ("children", "columns", "getter", "required", "sql", "text", "variations", "when")
 
     def __init__(
         self,
@@ -87,6 +87,7 @@ class _Slot:
         variations: bool = False,
         when: int | None = None,
         sql: int | None = None,
+        children: _Children | None = None,
     ) -> None:
         self.getter = getter
         #: (column name, index in the result row, arrives as JSON text to decode)
@@ -95,12 +96,21 @@ class _Slot:
         self.variations = variations
         self.when = when  # result column: only rows where it is true have a value
         self.sql = sql  # result column: the value's JSON when SQL could print it
+        self.children = children  # inline variations selected with their values
         self.text = self._compile(json_loads)
 
     @property
     def key(self) -> tuple[Any, ...]:
         """Slots with equal keys give equal values for a row (a translation reuses them)."""
-        return (self.getter, self.columns, self.required, self.variations, self.when, self.sql)
+        return (
+            self.getter,
+            self.columns,
+            self.required,
+            self.variations,
+            self.when,
+            self.sql,
+            self.children,
+        )
 
     def _compile(self, json_loads: Callable[[Any], Any]) -> SlotText:
         """`text(row, ctx)`: the slot's JSON text; _Fallback when the row must go the
@@ -111,6 +121,9 @@ class _Slot:
             self.required,
             self.variations,
         )
+        if self.children is not None:
+            assert self.when is not None
+            return _only_when(_children_text(self.children, columns[0][1], json_loads), self.when)
         direct = column_conversion(getter)
         if direct is not None and len(columns) == 1 and not columns[0][2]:
             # `convert(row[column])` on the result column: no row mapping to build.
@@ -151,6 +164,76 @@ class _Slot:
         if self.when is not None:
             compiled = _only_when(compiled, self.when)
         return compiled
+
+
+@dataclass(frozen=True)
+class _Children:
+    """Inline variations whose values PostgreSQL selects (`_Compiler.children`): a page's
+    children are read by one statement, and `join_line` writes each entry, with its
+    attributes (slot 0) from its options."""
+
+    sql: str  # the children of the parents' keys (a marker), by parent and primary key
+    keys: str  # the predicate on the parents' keys (`%s`: a list of them)
+    ops: tuple[Any, ...]  # an entry's `join_line` ops
+    guard: int  # child column: the parent goes the Python way
+    options: int  # child column: the options' text
+    options_json: bool  # a JSON column: decoded as the driver would first
+
+    def statement(self, keys: str | None = None) -> str:
+        """For the driver (`%` doubled), with `keys` instead of the parents' keys."""
+        return _driver_sql(self.sql).replace(_KEYS_MARKER, keys or self.keys)
+
+
+def _children_text(children: _Children, key: int, json_loads: Callable[[Any], Any]) -> SlotText:
+    """`,"variations":[...],"variant_axes":[...]` from the page's children of the row
+    (`ctx.page`: parent key -> child rows), as `mapping._compile_variations` builds it."""
+    ops, guard, options = children.ops, children.guard, children.options
+    attributes_of = _attributes(json_loads if children.options_json else None)
+
+    def text(row: ResultRow, ctx: MapContext) -> str:
+        found = ctx.page.get(row[key])  # type: ignore[union-attr]
+        if not found:
+            return ""
+        entries = []
+        axes: dict[str, dict[str, None]] = {}
+        for child in found:
+            if child[guard]:
+                raise _Fallback
+            attributes, encoded_attributes = attributes_of(child[options])
+            for axis, label in attributes.items():
+                axes.setdefault(axis, {}).setdefault(label, None)
+            entries.append(join_line(child, ops, [encoded_attributes], (None,), ctx))
+        return (
+            ',"variations":['
+            + b",".join(entries).decode()
+            + '],"variant_axes":'
+            + _encode(mapping.variant_axes(axes))
+        )
+
+    return text
+
+
+def _attributes(
+    json_loads: Callable[[Any], Any] | None,
+) -> Callable[[str | None], tuple[dict[str, str], str]]:
+    """A variation's attributes and their JSON, by the options' text (they repeat)."""
+    cache: dict[str | None, tuple[dict[str, str], str]] = {}
+
+    def attributes(text: str | None) -> tuple[dict[str, str], str]:
+        found = cache.get(text)
+        if found is None:
+            try:
+                decoded = json_loads(text) if json_loads is not None and text is not None else text
+                options = values.variant_options(decoded)
+            except Exception as exc:
+                raise _Fallback from exc
+            found = (options, _encode(options))
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[text] = found
+        return found
+
+    return attributes
 
 
 def _cached(text: SlotText, index: int) -> SlotText:
@@ -242,10 +325,11 @@ def _literal(text: str) -> _Literal:
     return literal
 
 
-#: Marks where `LinePlan.statement` puts the live-row predicate and a part's key range;
-#: no literal holds it.
+#: Marks where `LinePlan.statement` puts the live-row predicate and a part's key range,
+#: and `_Children.statement` the parents' keys; no literal holds it.
 _MARK = "\x01"
 _LIVE_MARKER = f"{_MARK}live{_MARK}"
+_KEYS_MARKER = f"{_MARK}keys{_MARK}"
 
 
 def _range_marker(column: str) -> str:
@@ -265,11 +349,20 @@ def _json_text(expr: str) -> _Escaped:
 class _Compiler:
     """One kind's line plan: result columns, joins, guards, lines."""
 
-    def __init__(self, mapper: KindMapper, conn: sa.Connection) -> None:
+    def __init__(
+        self,
+        mapper: KindMapper,
+        conn: sa.Connection,
+        alias: str = "src",
+        types: dict[str, Any] | None = None,
+    ) -> None:
+        """`alias` and `types`: another table's (inline variations'), without translations."""
         self.mapper = mapper
         self.config = mapper.config
         self.catalog = mapper.catalog
-        self.types = mapper.column_types
+        self.alias = alias
+        self.types = mapper.column_types if types is None else types
+        self.conn = conn
         self.quote = conn.dialect.identifier_preparer.quote
         self.inspector = sa.inspect(conn)
         # The engine's JSON decoder, as the driver would use it.
@@ -279,7 +372,7 @@ class _Compiler:
         self.laterals: list[str] = []  # expressions computed once per row
         self.joins: list[tuple[str, str]] = []  # (subquery with a column k, key it joins)
         self.guards: list[tuple[str, str | None]] = []
-        translations = self.config.translations
+        translations = self.config.translations if types is None else None
         self.localized: dict[str, dict[str, str]] = {}
         if translations is not None:
             if translations.table is not None:
@@ -304,7 +397,7 @@ class _Compiler:
         return len(self.slots) - 1
 
     def src(self, column: str) -> str:
-        return f"src.{self.quote(column)}"
+        return f"{self.alias}.{self.quote(column)}"
 
     def column(self, name: str, locale: str | None) -> tuple[str, str | None]:
         """(SQL of column `name` as locale `locale` sees it, its encoding category)."""
@@ -328,21 +421,10 @@ class _Compiler:
         self, key: str, spec: dict[str, Any], getter: Getter, locale: str | None, required: bool
     ) -> str | int:
         """A payload value: SQL returning its JSON text, or a slot (its index)."""
-        keyword = next(iter(spec))
-        if keyword in ("const", "var"):
-            value = spec["const"] if keyword == "const" else self.catalog.vars[spec["var"]]
-            try:
-                encoded = protocol.dumps(value).decode()
-            except ValueError as exc:
-                raise NotPushable(f"{key}: {exc}") from None
-            if required and encoded in _EMPTY_JSON:
-                raise NotPushable(f"{key} is required and empty")
-            return _literal(encoded)
-        sql = self.sql_value(keyword, spec, locale)
+        sql = self.value(key, spec, locale, required)
         if sql is not None:
-            if required:
-                self.guard(self.empty(keyword, spec, locale, sql), locale)
             return sql
+        keyword = next(iter(spec))
         reads = spec_reads(spec, self.config.primary_key)
         if reads is None:
             raise NotPushable(f"{key} ({keyword}:) may read more than its columns")
@@ -358,6 +440,25 @@ class _Compiler:
             columns.append((name, self.add(f"({expr})::text" if is_json else expr), is_json))
         sql = self.json_path(spec, locale) if keyword == "column" else None
         return self.slot(_Slot(getter, tuple(columns), self.json_loads, required=required, sql=sql))
+
+    def value(
+        self, key: str, spec: dict[str, Any], locale: str | None, required: bool
+    ) -> str | None:
+        """A value PostgreSQL computes: a literal, or SQL of its JSON or text; else None."""
+        keyword = next(iter(spec))
+        if keyword in ("const", "var"):
+            value = spec["const"] if keyword == "const" else self.catalog.vars[spec["var"]]
+            try:
+                encoded = protocol.dumps(value).decode()
+            except ValueError as exc:
+                raise NotPushable(f"{key}: {exc}") from None
+            if required and encoded in _EMPTY_JSON:
+                raise NotPushable(f"{key} is required and empty")
+            return _literal(encoded)
+        sql = self.sql_value(keyword, spec, locale)
+        if sql is not None and required:
+            self.guard(self.empty(keyword, spec, locale, sql), locale)
+        return sql
 
     def empty(self, keyword: str, spec: dict[str, Any], locale: str | None, sql: str) -> str:
         """SQL: the value of a required key is empty (`KindMapper._payload`'s rule); on the
@@ -595,6 +696,10 @@ class _Compiler:
             if locale != translations.base:
                 parts += [_literal(',"translation_of":'), _Escaped(id_sql)]
         parts.append(_literal("}"))
+        return _Line(locale, present, self.ops(parts))
+
+    def ops(self, parts: list[str | int]) -> tuple[Any, ...]:
+        """`join_line`'s ops for literals, SQL (result columns) and slots, in order."""
         ops: list[Any] = []
         for part in parts:
             if isinstance(part, _Literal):
@@ -608,7 +713,7 @@ class _Compiler:
                 ops += (ESCAPED if isinstance(part, _Escaped) else RAW, self.add(part))
             else:
                 ops += (SLOT, part)
-        return _Line(locale, present, tuple(ops))
+        return tuple(ops)
 
     def present(self, locale: str) -> int | None:
         """Result column: is `locale` present for the row (translations' `present:`)."""
@@ -650,7 +755,68 @@ class _Compiler:
         keys = ((pk, self.add(self.src(pk)), False),)
         when = self.add(f"{alias}.k IS NOT NULL")
         getter = self.mapper.getters["payload.variations"]
-        return self.slot(_Slot(getter, keys, self.json_loads, variations=True, when=when))
+        try:
+            children = self.children()
+        except NotPushable as exc:
+            log.info("inline variations of %s built in Python (%s)", self.config.kind, exc)
+            children = None
+        slot = _Slot(getter, keys, self.json_loads, variations=True, when=when, children=children)
+        return self.slot(slot)
+
+    def children(self) -> _Children:
+        """Inline variations' values selected by PostgreSQL, as a line's are; Python adds
+        each entry's attributes and the axes (`_children_text`)."""
+        variations = self.config.variations
+        assert variations is not None
+        table = variations.table
+        types = {column["name"]: column["type"] for column in self.inspector.get_columns(table)}
+        c = _Compiler(self.mapper, self.conn, alias="v", types=types)
+        c.add(c.src(variations.foreign_key))  # result column 0: the parent's key
+        id_spec = mapping.variation_id_spec(self.catalog, variations)
+        if "{" in id_spec:
+            raise NotPushable("the variations' external id is a template")
+        expr, category = c.column(id_spec, None)
+        if category not in ("text", "int"):
+            raise NotPushable(f"the variations' external id column {id_spec!r}")
+        c.guard(f"{expr} IS NULL OR ({expr})::text = ''", None)
+        prefix = _literal(f"{self.catalog.producer}:variation:")
+        parts: list[str | int] = [
+            _literal('{"external_id":'),
+            _Escaped(f"{prefix} || ({expr})::text"),
+            _literal(',"attributes":'),
+            0,  # slot 0: the attributes, from the options
+        ]
+        for name, spec in variations.map.items():
+            if name in ("external_id", "attributes"):
+                raise NotPushable(f"a variation's {name!r} is also in its map")
+            parts.append(_literal("," + protocol.dumps(name).decode() + ":"))
+            value = c.value(f"variations.map.{name}", spec, None, False)
+            if value is None:
+                raise NotPushable(f"a variation's {name!r} is computed in Python")
+            parts.append(value)
+        parts.append(_literal("}"))
+        if c.joins or c.laterals:
+            raise NotPushable("a variation's value needs another table")
+        ops = c.ops(parts)  # adds their result columns
+        options = c.add(f"({c.src(variations.options_column)})::text")
+        guard = c.add(" OR ".join(f"COALESCE({term}, FALSE)" for term, _ in c.guards))
+        q = self.quote
+        where = [_KEYS_MARKER]
+        if variations.deleted_column:
+            where.append(f"{c.src(variations.deleted_column)} IS NULL")
+        order = ", ".join(c.src(name) for name in (variations.foreign_key, variations.primary_key))
+        sql = (
+            f"SELECT {', '.join(c.columns)} FROM {q(table)} AS v "
+            f"WHERE {' AND '.join(where)} ORDER BY {order}"
+        )
+        return _Children(
+            sql=sql,
+            keys=f"{c.src(variations.foreign_key)} = ANY(%s)",
+            ops=ops,
+            guard=guard,
+            options=options,
+            options_json=isinstance(types.get(variations.options_column), sa.JSON),
+        )
 
 
 @dataclass(frozen=True)
@@ -830,6 +996,9 @@ def check(conn: sa.Connection, plan: LinePlan, live: str, pk_range: tuple[Any, A
     try:
         with conn.begin_nested(), dbapi.cursor() as cursor:
             cursor.execute(_driver_sql("EXPLAIN " + plan.statement(live, pk_range)), ())
+            children = plan.relations.children if plan.relations is not None else None
+            if children is not None:
+                cursor.execute("EXPLAIN " + children.statement(keys="FALSE"), ())
     except dbapi.Error as exc:  # type: ignore[attr-defined]
         raise NotPushable(str(exc).strip().splitlines()[0]) from None
 
@@ -873,6 +1042,18 @@ def _variations(
         return None
     when = slot.when
     assert when is not None  # the variations slot's rows with variations
+    if slot.children is not None:
+        index = slot.columns[0][1]
+        keys = [row[index] for row in page if row[when]]
+        found: dict[Any, list[Any]] = {}
+        if keys:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            with lock, dbapi.cursor() as cursor:
+                cursor.execute(slot.children.statement(), (keys,))
+                for child in cursor.fetchall():
+                    found.setdefault(child[0], []).append(child)
+        return found  # type: ignore[return-value]
     keyed = [{name: row[i] for name, i, _json in slot.columns} for row in page if row[when]]
     mapper = plan.mapper
     with lock:
