@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: install demo test test-long lint format bench clean
 
 # setup.py compiles the optional C accelerator (plugins/catalog_sync/_speedups*): a change
-# to it reinstalls.
+# to it reinstalls. --compile-bytecode writes the dependencies' .pyc files once: uv leaves
+# them out, and where PYTHONDONTWRITEBYTECODE is set every process (each Airflow task, test
+# subprocess and bench child) would compile Airflow's sources again (~6 s of CPU each).
 $(STAMP): pyproject.toml setup.py $(wildcard plugins/catalog_sync/_speedups*)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
