@@ -78,7 +78,7 @@ def test_a_piece_of_constant_text_is_added_by_python_not_selected(pg_engine: sa.
     with pg_engine.connect() as conn:
         plan = pushdown.compile_plan(mapper, conn)
     constants = [arg for line in plan.lines for op, arg in _ops(line) if op == pushdown.CONST]
-    assert any(',"short_description":' in constant for constant in constants)
+    assert any(b',"short_description":' in constant for constant in constants)
     assert ',"short_description":' not in plan.sql
 
 
@@ -245,6 +245,75 @@ def test_odd_values_and_row_errors_are_byte_identical_both_ways(
     lines = _staged(in_sql["parts"][0]["uri"])
     # By the related key, a duplicate pivot row twice, deleted and NULL slugs left out.
     assert b'"categories":["b-cat","b-cat","a-cat"]' in lines[0]
+
+
+def _plan_sql(engine: sa.Engine, catalog: CatalogConfig) -> str:
+    mapper = mapping.compile_mappers(catalog, engine)["product"]
+    with engine.connect() as conn:
+        return pushdown.compile_plan(mapper, conn).sql
+
+
+def test_slugs_of_a_small_related_table_are_written_by_python_from_aggregated_keys(
+    odd_shop: sa.Engine, tmp_path: Path
+) -> None:
+    """PostgreSQL aggregates the pivot's keys only (no join, no sort, no JSON per slug);
+    Python writes the list: deleted and NULL slugs, dangling keys and duplicate pivot rows
+    as the mapper's join has them."""
+    with odd_shop.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO item_cat VALUES (2, 99), (3, NULL), (10, 2), (10, 1)")
+    catalog = parse_config(_MAP, tmp_path / "map.yaml")
+    sql = _plan_sql(odd_shop, catalog)
+    assert "string_agg((p.cat_id)::text, ',')" in sql and "to_json(r.slug)" not in sql
+    in_sql, python = _both_ways(odd_shop, catalog, tmp_path, page_size=4)
+    _assert_same(in_sql, python)
+    lines = _staged(in_sql["parts"][0]["uri"])
+    assert b'"categories":["b-cat","b-cat","a-cat"]' in lines[0]
+    assert any(b'"categories":["b-cat","a-cat"]' in line for line in lines)  # sorted by key
+
+
+def test_slugs_of_a_big_related_table_are_aggregated_by_postgresql(
+    odd_shop: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays flat: a related table over SLUG_TABLE_ROWS is not read whole."""
+    monkeypatch.setattr(pushdown, "SLUG_TABLE_ROWS", 2)  # `cats` has 2 live slugs, then 3
+    catalog = parse_config(_MAP, tmp_path / "map.yaml")
+    assert "to_json(r.slug)" not in _plan_sql(odd_shop, catalog)
+    with odd_shop.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO cats VALUES (5, 'c-cat', NULL)")
+    sql = _plan_sql(odd_shop, catalog)
+    assert "to_json(r.slug)" in sql and "string_agg((p.cat_id)::text" not in sql
+    in_sql, python = _both_ways(odd_shop, catalog, tmp_path, page_size=4)
+    _assert_same(in_sql, python)
+    assert b'"categories":["b-cat","b-cat","a-cat"]' in _staged(in_sql["parts"][0]["uri"])[0]
+
+
+def test_json_paths_are_scanned_by_python_not_cast_by_postgresql(
+    odd_shop: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A jsonb cast and path per row cost PostgreSQL more than the whole line; the
+    compiled scanner answers from the column's text (the odd rows' duplicate keys, nested
+    objects, numbers and NULs are checked byte for byte above)."""
+    catalog = parse_config(_MAP, tmp_path / "map.yaml")
+    sql = _plan_sql(odd_shop, catalog)
+    assert "jsonb" not in sql and "#>" not in sql
+    if pushdown.json_path_text is None:
+        pytest.skip("catalog_sync._speedups is not built: Python walks every JSON path")
+    scanned: list[tuple[str, ...]] = []
+    scan = pushdown.json_path_text
+
+    def counted(text: Any, steps: tuple[str, ...]) -> str | None:
+        scanned.append(steps)
+        return scan(text, steps)
+
+    monkeypatch.setattr(pushdown, "json_path_text", counted)
+    with odd_shop.begin() as conn:
+        conn.exec_driver_sql(
+            'UPDATE items SET meta = \'{"brand": "Acme", "seo": {"title": "T é"}}\' WHERE id = 1'
+        )
+    in_sql, python = _both_ways(odd_shop, catalog, tmp_path, page_size=4)
+    _assert_same(in_sql, python)
+    assert b'"brand":"Acme","seo":{"title":"T \xc3\xa9"' in _staged(in_sql["parts"][0]["uri"])[0]
+    assert ("brand",) in scanned and ("seo", "title") in scanned
 
 
 def shout(row: Any, context: Any) -> str:

@@ -4,7 +4,9 @@
 or None (then Python runs). These tests compare the two on chosen and generated text,
 in all three string widths, and check that None is kept for what needs the regular
 expressions' Unicode case rules. `pushdown._join_line_py` defines a snapshot line; the
-compiled `join_line` must give the same bytes.
+compiled `join_line` must give the same bytes, and `slug_list` the same list as
+`pushdown._slug_list_py`. `json_path_text` must give the JSON of what the slot's Python
+(`orjson.loads`, `values.json_path`) finds, or None.
 """
 
 from __future__ import annotations
@@ -238,3 +240,155 @@ def test_generated_lines_are_the_python_lines(compiled_join: Join) -> None:
             ops += (op, _generated(rng, alphabet) if op == C else column)
         fast, slow = _join_both(compiled_join, row, ops, ())
         assert fast == slow, (row, ops)
+
+
+# --- json_path_text -----------------------------------------------------------------------
+
+Scan = Callable[[object, tuple[str, ...]], "str | None"]
+
+
+@pytest.fixture(scope="module")
+def compiled_scan() -> Scan:
+    if pushdown.json_path_text is None:
+        message = "catalog_sync._speedups is not built: Python walks every JSON path"
+        if REQUIRE:
+            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
+        pytest.skip(message)
+    return pushdown.json_path_text
+
+
+def _walked(text: str, steps: tuple[str, ...]) -> str | None:
+    """The definition: the slot decodes the column and walks the path; None where that
+    fails (the row then goes the Python way)."""
+    try:
+        return pushdown._encode(values.json_path(orjson.loads(text), steps))
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+
+
+SCANNED = [
+    ('{"brand":"Nordwind","seo":{"title":"Sturdy Bicycle Bell 1"}}', ("seo", "title")),
+    ('{"brand":"Nordwind","seo":{"title":"Sturdy Bicycle Bell 1"}}', ("brand",)),
+    (' {\n "brand" :\t"Тепла \U0001f375 / <&>" , "x": [1, -0.5, {}] }\r\n', ("brand",)),
+    ('{"brand": "a", "brand": "b"}', ("brand",)),  # orjson keeps the last
+    ('{"seo": {"title": "x"}, "seo": {"other": 1}}', ("seo", "title")),  # null: the last seo
+    ('{"seo": {"title": "x"}, "seo": 5}', ("seo", "title")),
+    ('{"brand": true, "seo": {"title": null}}', ("brand",)),
+    ('{"brand": false}', ("brand",)),
+    ('{"brand": true, "seo": {"title": null}}', ("seo", "title")),
+    ('{"seo": "a string"}', ("seo", "title")),
+    ('{"seo": ["title"]}', ("seo", "title")),
+    ("[1, 2]", ("brand",)),
+    ("{}", ("brand",)),
+    ('{"brand": "\x7f\u2028"}', ("brand",)),  # raw: orjson writes them as they are
+    ('{"br": "x", "brand2": "y", "bran": "z"}', ("brand",)),
+]
+
+LEFT_TO_PYTHON = [
+    ('{"brand": "say \\"hi\\""}', ("brand",)),  # an escape: orjson may write it otherwise
+    ('{"brand": "\\u00e9"}', ("brand",)),
+    ('{"other": "\\ud800", "brand": "x"}', ("brand",)),  # orjson refuses a lone surrogate
+    ('{"other": 1e999, "brand": "x"}', ("brand",)),  # orjson refuses infinity
+    ('{"other": 1' + "0" * 400 + ', "brand": "x"}', ("brand",)),
+    ('{"brand": 5}', ("brand",)),  # a number: orjson writes it its own way
+    ('{"brand": {"a": 1}}', ("brand",)),
+    ('{"brand": []}', ("brand",)),
+    ('"{\\"brand\\": \\"x\\"}"', ("brand",)),  # a string: json_value decodes it again
+    ("null", ("brand",)),
+    ('{"brand": "x"', ("brand",)),  # not JSON
+    ('{"brand": "x"} {}', ("brand",)),
+    ('{"brand": "x",}', ("brand",)),
+    ('{"brand": tru}', ("brand",)),
+    ('{"brand": "tab\there"}', ("brand",)),  # a raw control character is not JSON
+    ("[" * 200 + "]" * 200, ("brand",)),  # deeper than the scanner goes
+    (None, ("brand",)),
+    ('{"brand": "\ud800"}', ("brand",)),  # a lone surrogate in the str itself
+]
+
+
+@pytest.mark.parametrize(("text", "steps"), SCANNED)
+def test_a_scanned_json_path_is_the_python_value(
+    compiled_scan: Scan, text: str, steps: tuple[str, ...]
+) -> None:
+    assert compiled_scan(text, steps) == _walked(text, steps) is not None
+
+
+@pytest.mark.parametrize(("text", "steps"), LEFT_TO_PYTHON)
+def test_what_the_scanner_cannot_vouch_for_is_left_to_python(
+    compiled_scan: Scan, text: str, steps: tuple[str, ...]
+) -> None:
+    assert compiled_scan(text, steps) is None
+
+
+def _document(rng: random.Random, depth: int = 0) -> str:
+    """JSON text with duplicate keys, odd space and every kind of value, an object at the
+    top; now and then an escape or an exponent (which the scanner leaves to Python)."""
+    space = rng.choice(["", " ", "\n\t", "\r\n  "])
+    pick = rng.random()
+    if depth == 0 or (depth < 3 and pick < 0.4):
+        members = [
+            f'{space}"{rng.choice(KEYS)}"{space}:{_document(rng, depth + 1)}'
+            for _ in range(rng.randint(0, 5))
+        ]
+        return space + "{" + ",".join(members) + space + "}"
+    if depth < 3 and pick < 0.5:
+        items = [_document(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+        return space + "[" + ",".join(items) + "]" + space
+    if pick < 0.85:
+        rare = ["\\n", '\\"'] if rng.random() < 0.1 else []
+        return '"' + _generated(rng, ["x", "é", "\U0001f375", " ", "/", *rare]) + '"'
+    return rng.choice(["true", "false", "null", "0", "-12", "3.25", "1e5", "-0.0"])
+
+
+KEYS = ["a", "b", "é", "a b"]
+
+
+def test_generated_documents_give_the_python_value_or_none(compiled_scan: Scan) -> None:
+    rng = random.Random(11)
+    vouched: dict[str, int] = {}
+    for _ in range(20000):
+        text = _document(rng)
+        steps = tuple(rng.choice(KEYS) for _ in range(rng.randint(1, 3)))
+        found = compiled_scan(text, steps)
+        if found is not None:
+            assert found == _walked(text, steps), (text, steps)
+            kind = "string" if found.startswith('"') else found
+            vouched[kind] = vouched.get(kind, 0) + 1
+    # Not only missing keys: strings and literals found at every depth are scanned too.
+    assert vouched["string"] > 300 and vouched["true"] + vouched["false"] > 40
+    assert vouched["null"] > 1000
+
+
+# --- slug_list ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compiled_slugs() -> Callable[[str, dict[int, str]], str]:
+    if pushdown.slug_list is pushdown._slug_list_py:
+        message = "catalog_sync._speedups is not built: pushdown.slug_list runs in Python"
+        if REQUIRE:
+            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
+        pytest.skip(message)
+    return pushdown.slug_list
+
+
+def test_generated_slug_lists_are_the_python_lists(
+    compiled_slugs: Callable[[str, dict[int, str]], str],
+) -> None:
+    rng = random.Random(12)
+    slugs = {key: orjson.dumps(f"s-{key}-é").decode() for key in range(-5, 60, 2)}
+    slugs |= {-(2**63): '"min"', 2**63 - 1: '"max"'}
+    for _ in range(5000):
+        keys = [rng.choice([*range(-6, 61), -(2**63), 2**63 - 1]) for _ in range(rng.randint(1, 9))]
+        text = ",".join(map(str, keys))
+        assert compiled_slugs(text, slugs) == pushdown._slug_list_py(text, slugs), text
+
+
+@pytest.mark.parametrize("text", ["", "1,", ",1", "a", "1.5", "--1"])
+def test_a_slug_list_of_what_is_not_integer_keys_is_refused(
+    compiled_slugs: Callable[[str, dict[int, str]], str], text: str
+) -> None:
+    with pytest.raises(ValueError, match="integer keys"):
+        compiled_slugs(text, {1: '"a"'})
+    with pytest.raises(ValueError):
+        pushdown._slug_list_py(text, {1: '"a"'})

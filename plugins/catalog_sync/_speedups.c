@@ -15,10 +15,22 @@
  * the line's ops. A string is written as orjson writes it (`"` and `\\` escaped, control
  * characters as \b \t \n \f \r or \u00xx, everything else as UTF-8).
  *
+ * json_path_text(text, steps) gives the JSON of `values.json_path(orjson.loads(text),
+ * steps)` where the value is a string, a boolean or null, or None where it cannot vouch
+ * for that (the caller then runs Python). It vouches only for a document that orjson
+ * surely reads as this scanner does: no escape in any string, no exponent, no number of
+ * more than MAX_NUMBER characters, nesting of at most MAX_DEPTH; with no escape, a
+ * string's source text is orjson's text for it.
+ *
+ * slug_list(keys, slugs) gives exactly what `pushdown._slug_list_py` gives for keys as
+ * PostgreSQL prints its integers (comma-separated, within bigint): the JSON list of their
+ * slugs, by key, each looked up in a dict. Other text is refused (ValueError).
+ *
  * tests/test_speedups.py compares each with its Python definition.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <string.h>
 
 enum { NO_MATCH = -1, BAIL = -2 };
@@ -248,9 +260,13 @@ utf8_of(PyObject *text, Py_ssize_t *len, const char *what)
     return PyUnicode_AsUTF8AndSize(text, len);
 }
 
+/* A str as UTF-8, or bytes as they are: constants and slot texts come as either. */
 static int
 buffer_add_str(Buffer *buffer, PyObject *text, const char *what)
 {
+    if (PyBytes_Check(text)) {
+        return buffer_add(buffer, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text));
+    }
     Py_ssize_t len;
     const char *data = utf8_of(text, &len, what);
     return data == NULL ? -1 : buffer_add(buffer, data, len);
@@ -398,19 +414,341 @@ done:
     return result;
 }
 
+/* ---- json_path_text ----------------------------------------------------------------- */
+
+#define MAX_DEPTH 128
+#define MAX_NUMBER 300 /* characters: at most 1e300, never orjson's "number is infinity" */
+
+enum { J_BAIL = -1, J_OBJECT = 1, J_ARRAY, J_STRING, J_NUMBER, J_LITERAL };
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Scan;
+
+static void
+skip_space(Scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) {
+        s->p++;
+    }
+}
+
+/* Past a string (at its quote); J_BAIL where it holds an escape or a control character. */
+static int
+skip_string(Scan *s)
+{
+    for (s->p++; s->p < s->end; s->p++) {
+        unsigned char c = *s->p;
+        if (c == '"') {
+            s->p++;
+            return J_STRING;
+        }
+        if (c == '\\' || c < 0x20) {
+            return J_BAIL;
+        }
+    }
+    return J_BAIL;
+}
+
+static int
+is_digit(const Scan *s)
+{
+    return s->p < s->end && *s->p >= '0' && *s->p <= '9';
+}
+
+static int
+skip_number(Scan *s)
+{
+    const unsigned char *start = s->p;
+    if (s->p < s->end && *s->p == '-') {
+        s->p++;
+    }
+    if (!is_digit(s)) {
+        return J_BAIL;
+    }
+    if (*s->p++ != '0') {
+        while (is_digit(s)) {
+            s->p++;
+        }
+    }
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (!is_digit(s)) {
+            return J_BAIL;
+        }
+        while (is_digit(s)) {
+            s->p++;
+        }
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        return J_BAIL;
+    }
+    return s->p - start > MAX_NUMBER ? J_BAIL : J_NUMBER;
+}
+
+static int
+skip_literal(Scan *s)
+{
+    static const char *const LITERALS[] = {"true", "false", "null"};
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(LITERALS[i]);
+        if ((size_t)(s->end - s->p) >= len && memcmp(s->p, LITERALS[i], len) == 0) {
+            s->p += len;
+            return J_LITERAL;
+        }
+    }
+    return J_BAIL;
+}
+
+/* Past one value (and the space before it); its kind, or J_BAIL. */
+static int
+skip_value(Scan *s, int depth)
+{
+    skip_space(s);
+    if (s->p >= s->end) {
+        return J_BAIL;
+    }
+    unsigned char c = *s->p;
+    if (c == '"') {
+        return skip_string(s);
+    }
+    if (c == 't' || c == 'f' || c == 'n') {
+        return skip_literal(s);
+    }
+    if (c != '{' && c != '[') {
+        return skip_number(s);
+    }
+    if (depth >= MAX_DEPTH) {
+        return J_BAIL;
+    }
+    int kind = c == '{' ? J_OBJECT : J_ARRAY;
+    unsigned char close = c == '{' ? '}' : ']';
+    s->p++;
+    skip_space(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return kind;
+    }
+    for (;;) {
+        if (kind == J_OBJECT) {
+            skip_space(s);
+            if (s->p >= s->end || *s->p != '"' || skip_string(s) == J_BAIL) {
+                return J_BAIL;
+            }
+            skip_space(s);
+            if (s->p >= s->end || *s->p != ':') {
+                return J_BAIL;
+            }
+            s->p++;
+        }
+        if (skip_value(s, depth + 1) == J_BAIL) {
+            return J_BAIL;
+        }
+        skip_space(s);
+        if (s->p >= s->end) {
+            return J_BAIL;
+        }
+        if (*s->p == close) {
+            s->p++;
+            return kind;
+        }
+        if (*s->p++ != ',') {
+            return J_BAIL;
+        }
+    }
+}
+
+/* In the object at s->p (scanned before), the last member named `key`: its value's start,
+ * or NULL. orjson keeps the last of duplicate keys. */
+static const unsigned char *
+member(Scan *s, const char *key, Py_ssize_t key_len)
+{
+    const unsigned char *found = NULL;
+    s->p++; /* { */
+    for (;;) {
+        skip_space(s);
+        if (*s->p == '}') {
+            return found;
+        }
+        const unsigned char *name = s->p + 1;
+        skip_string(s);
+        int same = s->p - 1 - name == key_len && memcmp(name, key, (size_t)key_len) == 0;
+        skip_space(s);
+        s->p++; /* : */
+        skip_space(s);
+        if (same) {
+            found = s->p;
+        }
+        skip_value(s, 0);
+        skip_space(s);
+        if (*s->p++ == '}') {
+            return found;
+        }
+    }
+}
+
+static PyObject *
+json_path_text(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "json_path_text(text, steps: tuple)");
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[0])) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(args[0], &len);
+    if (text == NULL) { /* a lone surrogate: orjson refuses it too, Python says how */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Scan s = {(const unsigned char *)text, (const unsigned char *)text + len};
+    int root = skip_value(&s, 0);
+    skip_space(&s);
+    if ((root != J_OBJECT && root != J_ARRAY) || s.p != s.end) {
+        Py_RETURN_NONE; /* not scanned whole, or a scalar (json_value reads a string again) */
+    }
+    s.p = (const unsigned char *)text;
+    Py_ssize_t n = PyTuple_GET_SIZE(args[1]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        skip_space(&s);
+        Py_ssize_t key_len;
+        const char *key = utf8_of(PyTuple_GET_ITEM(args[1], i), &key_len, "a step");
+        if (key == NULL) {
+            return NULL;
+        }
+        /* Not an object (an array: steps here are no indexes), or no such key: null. */
+        if (*s.p != '{' || (s.p = member(&s, key, key_len)) == NULL) {
+            return PyUnicode_FromStringAndSize("null", 4);
+        }
+    }
+    const unsigned char *start = s.p;
+    int kind = skip_value(&s, 0);
+    if (kind != J_STRING && kind != J_LITERAL) {
+        Py_RETURN_NONE; /* a number, an object or an array: orjson writes it its own way */
+    }
+    return PyUnicode_DecodeUTF8((const char *)start, s.p - start, NULL);
+}
+
+/* ---- slug_list ------------------------------------------------------------------------ */
+
+static int
+parse_keys(const char *text, Py_ssize_t len, long long **keys, Py_ssize_t *count)
+{
+    Py_ssize_t cap = 1;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        cap += text[i] == ',';
+    }
+    *keys = PyMem_Malloc((size_t)cap * sizeof(long long));
+    if (*keys == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *count = 0;
+    const char *p = text, *end = text + len;
+    while (p <= end) {
+        int negative = p < end && *p == '-';
+        p += negative;
+        unsigned long long value = 0;
+        const char *digits = p;
+        while (p < end && *p >= '0' && *p <= '9' && p - digits < 19) {
+            value = value * 10 + (unsigned long long)(*p++ - '0');
+        }
+        unsigned long long most = (unsigned long long)LLONG_MAX + (unsigned long long)negative;
+        if (p == digits || (p < end && *p != ',') || value > most) {
+            PyErr_Format(PyExc_ValueError, "slug_list: %.100s is not a list of integer keys",
+                         text);
+            PyMem_Free(*keys);
+            return -1;
+        }
+        (*keys)[(*count)++] = !negative          ? (long long)value
+                              : value == most ? LLONG_MIN
+                                              : -(long long)value;
+        p++; /* the comma, or past the end */
+    }
+    return 0;
+}
+
+static PyObject *
+slug_list(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "slug_list(keys: str, slugs: dict)");
+        return NULL;
+    }
+    Py_ssize_t len, count;
+    const char *text = PyUnicode_AsUTF8AndSize(args[0], &len);
+    long long *keys;
+    if (text == NULL || parse_keys(text, len, &keys, &count) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < count; i++) { /* insertion sort: most rows have a few */
+        long long key = keys[i];
+        Py_ssize_t j = i;
+        for (; j > 0 && keys[j - 1] > key; j--) {
+            keys[j] = keys[j - 1];
+        }
+        keys[j] = key;
+    }
+    Buffer buffer;
+    buffer.data = buffer.local;
+    buffer.len = 0;
+    buffer.cap = (Py_ssize_t)sizeof(buffer.local);
+    PyObject *result = NULL;
+    if (buffer_add(&buffer, "[", 1) < 0) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *key = PyLong_FromLongLong(keys[i]);
+        if (key == NULL) {
+            goto done;
+        }
+        PyObject *slug = PyDict_GetItemWithError(args[1], key); /* borrowed */
+        Py_DECREF(key);
+        if (slug == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            continue;
+        }
+        if ((buffer.len > 1 && buffer_add(&buffer, ",", 1) < 0) ||
+            buffer_add_str(&buffer, slug, "a slug") < 0) {
+            goto done;
+        }
+    }
+    if (buffer_add(&buffer, "]", 1) == 0) {
+        result = PyUnicode_DecodeUTF8(buffer.data, buffer.len, NULL);
+    }
+done:
+    if (buffer.data != buffer.local) {
+        PyMem_Free(buffer.data);
+    }
+    PyMem_Free(keys);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"html_to_text", (PyCFunction)(void (*)(void))html_to_text, METH_FASTCALL,
      "html_to_text(text, unescape) -> str | None: values._html_to_text_py(text), or None "
      "where a character in a tag name needs the regular expressions' Unicode case rules."},
     {"join_line", (PyCFunction)(void (*)(void))join_line, METH_FASTCALL,
      "join_line(row, ops, texts, functions, ctx) -> bytes: pushdown._join_line_py."},
+    {"json_path_text", (PyCFunction)(void (*)(void))json_path_text, METH_FASTCALL,
+     "json_path_text(text, steps) -> str | None: the JSON of values.json_path(orjson.loads("
+     "text), steps) where it is a string, a boolean or null, or None."},
+    {"slug_list", (PyCFunction)(void (*)(void))slug_list, METH_FASTCALL,
+     "slug_list(keys, slugs) -> str: pushdown._slug_list_py."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "catalog_sync._speedups",
-    .m_doc = "Compiled forms of values.html_to_text and pushdown._join_line_py.",
+    .m_doc = "Compiled forms of the snapshot's hottest functions (values, pushdown).",
     .m_size = -1,
     .m_methods = methods,
 };

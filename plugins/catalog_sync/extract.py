@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import itertools
 import logging
 import queue
@@ -600,6 +601,24 @@ def _read_ahead(pages: Iterator[_T]) -> Iterator[_T]:
         thread.join()
 
 
+#: Allocations between two young-generation collections while a snapshot streams (Python's
+#: default is 700).
+SNAPSHOT_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _rarer_collections() -> Iterator[None]:
+    """A snapshot allocates a tuple or a dict per row and frees it at once (reference
+    counting): none of them is cyclic garbage, yet at the default threshold the cycle
+    collector ran every 700 allocations, ~5% of a snapshot's CPU. Restored afterwards."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], SNAPSHOT_GC_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 @contextlib.contextmanager
 def snapshot_transaction(engine: sa.Engine) -> Iterator[tuple[sa.Connection, dt.datetime]]:
     """A read-only connection that sees one point in time, and that point (naive UTC).
@@ -703,7 +722,7 @@ def extract_snapshot(
     index, pk_range = part if part is not None else (None, WHOLE)
     suffix = "" if index is None else f".part{index:03d}"
     parts = []
-    with snapshot_transaction(engine) as (conn, point):
+    with snapshot_transaction(engine) as (conn, point), _rarer_collections():
         for kind in kinds:
             parts.append(
                 staging.write_snapshot_part(

@@ -193,7 +193,7 @@ class _Loader:
         return result
 
 
-def _not_deleted(table: sa.TableClause, column: str | None) -> list[Any]:
+def not_deleted(table: sa.TableClause, column: str | None) -> list[Any]:
     return [table.c[column].is_(None)] if column else []
 
 
@@ -215,7 +215,7 @@ class _SlugLoader(_Loader):
             .select_from(
                 pivot.join(related, related.c[related_key] == pivot.c[spec["foreign_key"]])
             )
-            .where(keys, *_not_deleted(related, deleted))
+            .where(keys, *not_deleted(related, deleted))
             .order_by(local, related.c[related_key])
             for keys in self._key_filters(local)
         )
@@ -256,7 +256,7 @@ class _RowsLoader(_Loader):
             .select_from(child)
             .where(
                 keys,
-                *_not_deleted(child, deleted_column),
+                *not_deleted(child, deleted_column),
                 *(clause(child) for clause in where),
             )
             .order_by(*(child.c[c] for c in [foreign_key, *order]))

@@ -32,7 +32,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from catalog_sync import mapping, protocol, values
 from catalog_sync.config import PAYLOAD_PREFIX
@@ -51,13 +50,18 @@ log = logging.getLogger(__name__)
 #: Distinct JSON inputs whose slot text a kind keeps (attribute sets repeat across products).
 CACHE_SIZE = 4096
 
+#: A related table of slugs with at most this many live rows is read whole when a kind's
+#: snapshot starts: PostgreSQL then aggregates only the pivot's keys, which costs it a
+#: third of joining and aggregating the slugs. A bigger table is joined as before.
+SLUG_TABLE_ROWS = 100_000
+
 #: What a JSON fragment of an empty required key looks like (`_payload`'s rule).
 _EMPTY_JSON = ("null", '""', "[]", "{}")
 
 
 #: A result row of the plan's SELECT, and a slot's compiled text function.
 ResultRow = Sequence[Any]
-SlotText = Callable[[ResultRow, MapContext], str]
+SlotText = Callable[[ResultRow, MapContext], str | bytes]
 
 
 class NotPushable(Exception):
@@ -71,23 +75,24 @@ class _Slot:
     (or nothing) from the relations of the page (`KindMapper.new_context`). A slot of
     one JSON column keeps its texts by input (attribute sets repeat across products).
     `text(row, ctx)` is compiled once, wrapped only in the steps this slot needs (its
-    cache, the SQL-printed value, rows with variations): it runs for several values of
-    every row.
+    cache, the scanned JSON path, rows with variations): it runs for several values of
+    every row. A slot given its `text` (slug lists) has no getter.
     """
 
-    __slots__ = ("children", "columns", "getter", "required", "sql", "text", "variations", "when")
+    __slots__ = ("children", "columns", "getter", "path", "required", "text", "variations", "when")
 
     def __init__(
         self,
-        getter: Getter,
+        getter: Getter | None,
         columns: tuple[tuple[str, int, bool], ...],
         json_loads: Callable[[Any], Any],
         *,
         required: bool = False,
         variations: bool = False,
         when: int | None = None,
-        sql: int | None = None,
+        path: tuple[str, ...] | None = None,
         children: _Children | None = None,
+        text: SlotText | None = None,
     ) -> None:
         self.getter = getter
         #: (column name, index in the result row, arrives as JSON text to decode)
@@ -95,9 +100,9 @@ class _Slot:
         self.required = required
         self.variations = variations
         self.when = when  # result column: only rows where it is true have a value
-        self.sql = sql  # result column: the value's JSON when SQL could print it
+        self.path = path  # a JSON path that `json_path_text` may answer first
         self.children = children  # inline variations selected with their values
-        self.text = self._compile(json_loads)
+        self.text = text if text is not None else self._compile(json_loads)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -108,8 +113,9 @@ class _Slot:
             self.required,
             self.variations,
             self.when,
-            self.sql,
+            self.path,
             self.children,
+            self.text if self.getter is None else None,
         )
 
     def _compile(self, json_loads: Callable[[Any], Any]) -> SlotText:
@@ -124,6 +130,7 @@ class _Slot:
         if self.children is not None:
             assert self.when is not None
             return _only_when(_children_text(self.children, columns[0][1], json_loads), self.when)
+        assert getter is not None
         direct = column_conversion(getter)
         if direct is not None and len(columns) == 1 and not columns[0][2]:
             # `convert(row[column])` on the result column: no row mapping to build.
@@ -152,15 +159,15 @@ class _Slot:
                     return f',"variations":{_encode(items)},"variant_axes":{_encode(axes)}'
                 if required and (result is None or result in ("", [], {})):
                     raise _Fallback
-                return _encode(result)
+                return _encoded(result)
             except Exception as exc:
                 raise _Fallback from exc
 
         compiled = text
         if len(columns) == 1 and columns[0][2] and not variations:
             compiled = _cached(text, columns[0][1])
-        if self.sql is not None:
-            compiled = _or_sql(compiled, self.sql, required)
+        if self.path is not None and json_path_text is not None:
+            compiled = _or_scanned(compiled, columns[0][1], self.path, required)
         if self.when is not None:
             compiled = _only_when(compiled, self.when)
         return compiled
@@ -189,28 +196,49 @@ def _children_text(children: _Children, key: int, json_loads: Callable[[Any], An
     (`ctx.page`: parent key -> child rows), as `mapping._compile_variations` builds it."""
     ops, guard, options = children.ops, children.guard, children.options
     attributes_of = _attributes(json_loads if children.options_json else None)
+    axes_of = _axes(attributes_of)
 
     def text(row: ResultRow, ctx: MapContext) -> str:
         found = ctx.page.get(row[key])  # type: ignore[union-attr]
         if not found:
             return ""
         entries = []
-        axes: dict[str, dict[str, None]] = {}
         for child in found:
             if child[guard]:
                 raise _Fallback
-            attributes, encoded_attributes = attributes_of(child[options])
-            for axis, label in attributes.items():
-                axes.setdefault(axis, {}).setdefault(label, None)
+            encoded_attributes = attributes_of(child[options])[1]
             entries.append(join_line(child, ops, [encoded_attributes], (None,), ctx))
         return (
             ',"variations":['
             + b",".join(entries).decode()
             + '],"variant_axes":'
-            + _encode(mapping.variant_axes(axes))
+            + axes_of(tuple([child[options] for child in found]))
         )
 
     return text
+
+
+def _axes(
+    attributes_of: Callable[[str | None], tuple[dict[str, str], str]],
+) -> Callable[[tuple[str | None, ...]], str]:
+    """The JSON of `variant_axes` of the children's options (their texts, in order): the
+    same few sets of options repeat across products, so up to CACHE_SIZE are kept."""
+    cache: dict[tuple[str | None, ...], str] = {}
+
+    def axes_of(options: tuple[str | None, ...]) -> str:
+        found = cache.get(options)
+        if found is None:
+            axes: dict[str, dict[str, None]] = {}
+            for text in options:
+                for axis, label in attributes_of(text)[0].items():
+                    axes.setdefault(axis, {}).setdefault(label, None)
+            found = _encode(mapping.variant_axes(axes))
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[options] = found
+        return found
+
+    return axes_of
 
 
 def _attributes(
@@ -236,6 +264,26 @@ def _attributes(
     return attributes
 
 
+def _slug_list_py(keys: str, slugs: dict[int, str]) -> str:
+    """The JSON list of the slugs of `keys`, the related keys of a row's pivot rows
+    (integers as PostgreSQL prints them, comma-separated, in no order): by key, each its
+    slug's JSON (`slugs`). A key with no live related row or a NULL slug is not in `slugs`,
+    and is left out as the mapper's join leaves it. `_speedups.slug_list`, where it is
+    built, does the same in C."""
+    found = [slugs.get(key) for key in sorted(map(int, keys.split(",")))]
+    return "[" + ",".join([slug for slug in found if slug is not None]) + "]"
+
+
+def _slug_list(index: int, slugs: dict[int, str]) -> SlotText:
+    """A slug list's slot: `slug_list` of result column `index` (NULL: no pivot rows)."""
+
+    def text(row: ResultRow, ctx: MapContext) -> str:
+        keys = row[index]
+        return "[]" if keys is None else slug_list(keys, slugs)  # type: ignore[no-any-return]
+
+    return text
+
+
 def _cached(text: SlotText, index: int) -> SlotText:
     """Keep the texts of up to CACHE_SIZE inputs (the JSON column's text), then start over."""
     cache: dict[Any, str] = {}
@@ -253,18 +301,21 @@ def _cached(text: SlotText, index: int) -> SlotText:
     return cached
 
 
-def _or_sql(text: SlotText, index: int, required: bool) -> SlotText:
-    """The JSON PostgreSQL printed (result column `index`), where it could."""
+def _or_scanned(text: SlotText, index: int, path: tuple[str, ...], required: bool) -> SlotText:
+    """The value at `path` in the JSON text of result column `index`, as the compiled
+    scanner finds it, where it can vouch for it (a string, a boolean or null)."""
+    scan = json_path_text
+    assert scan is not None
 
-    def or_sql(row: ResultRow, ctx: MapContext) -> str:
-        printed = row[index]
-        if printed is None:
+    def or_scanned(row: ResultRow, ctx: MapContext) -> str:
+        found = scan(row[index], path)
+        if found is None:
             return text(row, ctx)
-        if required and printed in _EMPTY_JSON:
+        if required and found in _EMPTY_JSON:
             raise _Fallback
-        return printed  # type: ignore[no-any-return]
+        return found  # type: ignore[no-any-return]
 
-    return or_sql
+    return or_scanned
 
 
 def _only_when(text: SlotText, index: int) -> SlotText:
@@ -369,7 +420,7 @@ class _Compiler:
         self.json_loads = getattr(conn.dialect, "_json_deserializer", None) or json.loads
         self.columns: list[str] = []  # result columns (SQL expressions)
         self.slots: list[_Slot] = []  # distinct slots (a translation shares the base's)
-        self.laterals: list[str] = []  # expressions computed once per row
+        self.slug_slots: dict[tuple[str, str], int] = {}  # a slug list's join -> its slot
         self.joins: list[tuple[str, str]] = []  # (subquery with a column k, key it joins)
         self.guards: list[tuple[str, str | None]] = []
         translations = self.config.translations if types is None else None
@@ -438,13 +489,15 @@ class _Compiler:
             is_json = self.is_json(name, locale)
             # JSON arrives as text: decoded only when Python computes (see _Slot).
             columns.append((name, self.add(f"({expr})::text" if is_json else expr), is_json))
-        sql = self.json_path(spec, locale) if keyword == "column" else None
-        return self.slot(_Slot(getter, tuple(columns), self.json_loads, required=required, sql=sql))
+        path = self.json_path(spec, locale, columns) if keyword == "column" else None
+        slot = _Slot(getter, tuple(columns), self.json_loads, required=required, path=path)
+        return self.slot(slot)
 
     def value(
         self, key: str, spec: dict[str, Any], locale: str | None, required: bool
-    ) -> str | None:
-        """A value PostgreSQL computes: a literal, or SQL of its JSON or text; else None."""
+    ) -> str | int | None:
+        """A value PostgreSQL computes: a literal, or SQL of its JSON or text; a slug list's
+        slot (`slugs`); else None."""
         keyword = next(iter(spec))
         if keyword in ("const", "var"):
             value = spec["const"] if keyword == "const" else self.catalog.vars[spec["var"]]
@@ -455,6 +508,8 @@ class _Compiler:
             if required and encoded in _EMPTY_JSON:
                 raise NotPushable(f"{key} is required and empty")
             return _literal(encoded)
+        if keyword == "slugs":
+            return self.slugs(spec, locale, required)
         sql = self.sql_value(keyword, spec, locale)
         if sql is not None and required:
             self.guard(self.empty(keyword, spec, locale, sql), locale)
@@ -475,47 +530,27 @@ class _Compiler:
         names = [name, self.localized.get(locale or "", {}).get(name)]
         return all(isinstance((self.types or {}).get(n), sa.JSON) for n in names if n)
 
-    def json_path(self, spec: dict[str, Any], locale: str | None) -> int | None:
-        """Result column: a JSON path's value where PostgreSQL prints it as orjson would (a
-        string, a boolean, null), else NULL and the slot computes it.
-
-        On jsonb, which keeps the last of duplicate keys as orjson does (`json` is cast,
-        unless it holds a `\\u0000` jsonb refuses); only under a top-level object or
-        array, since `values.json_value` parses a JSON string a second time.
-        """
-        name, steps = spec["column"], str(spec.get("path", "")).split(".")
+    def json_path(
+        self, spec: dict[str, Any], locale: str | None, columns: list[tuple[str, int, bool]]
+    ) -> tuple[str, ...] | None:
+        """A JSON path's steps, where the compiled scanner (`json_path_text`) may find its
+        value in the column's text before the slot decodes it: a JSON column, not
+        localized, and no array index on the way (Python walks those)."""
+        name, steps = spec["column"], tuple(str(spec.get("path", "")).split("."))
         if self.localized.get(locale or "", {}).get(name):
             return None  # a localized JSON column: `column` refuses those with fallback
-        column_type = (self.types or {}).get(name)
-        if not isinstance(column_type, sa.JSON):
-            return None
+        if len(columns) != 1 or not columns[0][2]:
+            return None  # not a JSON column: the slot does not decode it
         if any(not step or step.lstrip("-+").isdigit() for step in steps):
-            return None  # array indexes: Python walks them
-        src = self.src(name)
-        root = src
-        if not isinstance(column_type, postgresql.JSONB):  # cast once per row
-            escaped_nul = "chr(92) || 'u0000'"
-            root = self.lateral(
-                f"CASE WHEN strpos(({src})::text, {escaped_nul}) = 0 THEN ({src})::jsonb END"
-            )
-        path = "ARRAY[" + ", ".join(map(_literal, steps)) + "]::text[]"
-        value = f"({root}) #> {path}"
-        return self.add(
-            f"CASE WHEN {src} IS NULL THEN 'null' WHEN {root} IS NULL THEN NULL "
-            f"WHEN jsonb_typeof({root}) NOT IN ('object', 'array') THEN NULL "
-            f"WHEN {value} IS NULL THEN 'null' "
-            f"WHEN jsonb_typeof({value}) = 'string' THEN to_json(({root}) #>> {path})::text "
-            f"WHEN jsonb_typeof({value}) IN ('boolean', 'null') THEN ({value})::text END"
-        )
+            return None
+        return steps
 
     def sql_value(self, keyword: str, spec: dict[str, Any], locale: str | None) -> str | None:
         """SQL giving exactly the JSON text the Python getter's value encodes to, or None."""
-        if keyword == "slugs":
-            return self.slugs(spec, locale)
         if keyword == "template":
             return self.template(spec["template"], locale)
         if keyword == "column" and "path" in spec:
-            return None  # a slot, with `json_path` for what PostgreSQL prints right
+            return None  # a slot, with `json_path` for what the compiled scanner finds
         if keyword not in (
             "column",
             "text",
@@ -586,43 +621,76 @@ class _Compiler:
                 return None  # {locale}, or a custom select's unknown columns
         return _json_text(" || ".join(parts) or "''")
 
-    def slugs(self, spec: dict[str, Any], locale: str | None) -> str:
-        """The slug list through a pivot table, aggregated by key in one hash join."""
+    def slugs(self, spec: dict[str, Any], locale: str | None, required: bool) -> str | int:
+        """The slug list through a pivot table, by key in one hash join: the pivot's
+        related keys aggregated by PostgreSQL and their slugs written by Python (a slot,
+        `_slug_list`), where the related table is small and keyed by integers; else the
+        slugs aggregated in SQL, as JSON."""
         key = spec.get("key", self.config.primary_key)
         expr, category = self.column(key, locale)
         related_key = spec.get("related_key", "id")
         slug = spec.get("slug_column", "slug")
         related = spec["slugs"]
         primary = self.inspector.get_pk_constraint(related).get("constrained_columns")
-        slug_type = {c["name"]: c["type"] for c in self.inspector.get_columns(related)}.get(slug)
-        if primary != [related_key] or _category(slug_type) != "text" or category is None:
+        related_types = {c["name"]: c["type"] for c in self.inspector.get_columns(related)}
+        if primary != [related_key] or _category(related_types.get(slug)) != "text":
             # Ties in the order, or a slug PostgreSQL would print differently.
             raise NotPushable(f"slugs of {related}: {related_key} is not its primary key")
         pivot = {c["name"]: c["type"] for c in self.inspector.get_columns(spec["through"])}
-        if _category(pivot.get(spec["local_key"])) != category:
+        if category is None or _category(pivot.get(spec["local_key"])) != category:
             # The mapper looks up the row's values as they are (CHAR padding and all).
             raise NotPushable(f"slugs through {spec['through']}: {key} and local_key differ")
         q = self.quote
-        local, through = q(spec["local_key"]), q(spec["through"])
+        local, through, foreign = q(spec["local_key"]), q(spec["through"]), q(spec["foreign_key"])
+        in_range = [_range_marker(f"p.{local}")] if key == self.config.primary_key else []
+        integers = {
+            _category(related_types.get(related_key)),
+            _category(pivot.get(spec["foreign_key"])),
+        }
+        if not required and integers == {"int"}:
+            subquery = (
+                f"(SELECT p.{local} AS k, string_agg((p.{foreign})::text, ',') AS j "
+                f"FROM {through} AS p"
+                + (f" WHERE {in_range[0]}" if in_range else "")
+                + f" GROUP BY p.{local})"
+            )
+            if (subquery, expr) not in self.slug_slots:  # a translation shares the base's
+                slugs = self.slug_table(spec)
+                if slugs is not None:
+                    column = self.add(f"{self.join(subquery, expr)}.j")
+                    slot = _Slot(None, (), self.json_loads, text=_slug_list(column, slugs))
+                    self.slug_slots[subquery, expr] = self.slot(slot)
+            if (subquery, expr) in self.slug_slots:
+                return self.slug_slots[subquery, expr]
         where = [f"r.{q(spec['deleted_column'])} IS NULL"] if spec.get("deleted_column") else []
-        if key == self.config.primary_key:
-            where.append(_range_marker(f"p.{local}"))
+        where += in_range
         subquery = (
             f"(SELECT p.{local} AS k, '[' || string_agg(to_json(r.{q(slug)})::text, ',' "
             f"ORDER BY r.{q(related_key)}) FILTER (WHERE r.{q(slug)} IS NOT NULL) || ']' AS j "
             f"FROM {through} AS p JOIN {q(related)} AS r "
-            f"ON r.{q(related_key)} = p.{q(spec['foreign_key'])}"
+            f"ON r.{q(related_key)} = p.{foreign}"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" GROUP BY p.{local})"
         )
         return f"COALESCE({self.join(subquery, expr)}.j, '[]')"
 
-    def lateral(self, expr: str) -> str:
-        """`expr` computed once per row (a LATERAL select that is not pulled up), however
-        often it is used."""
-        if expr not in self.laterals:
-            self.laterals.append(expr)
-        return f"l{self.laterals.index(expr)}.v"
+    def slug_table(self, spec: dict[str, Any]) -> dict[int, str] | None:
+        """The JSON of each live slug of the related table by its key, read in the
+        snapshot's transaction; None where it has more than SLUG_TABLE_ROWS (memory stays
+        flat: PostgreSQL aggregates the slugs then)."""
+        related_key = spec.get("related_key", "id")
+        slug = spec.get("slug_column", "slug")
+        deleted = spec.get("deleted_column")
+        columns = dict.fromkeys([related_key, slug, deleted])
+        table = sa.table(spec["slugs"], *(sa.column(c) for c in columns if c))
+        rows = self.conn.execute(
+            sa.select(table.c[related_key], table.c[slug])
+            .where(table.c[slug].is_not(None), *mapping.not_deleted(table, deleted))
+            .limit(SLUG_TABLE_ROWS + 1)
+        ).all()
+        if len(rows) > SLUG_TABLE_ROWS:
+            return None
+        return {key: _encode(text) for key, text in rows}
 
     def join(self, subquery: str, key: str) -> str:
         """LEFT JOIN `subquery` (column `k`) on `key`, once; returns its alias."""
@@ -704,9 +772,9 @@ class _Compiler:
         for part in parts:
             if isinstance(part, _Literal):
                 if ops and ops[-2] == CONST:
-                    ops[-1] += part.text
+                    ops[-1] += part.text.encode()
                 else:
-                    ops += (CONST, part.text)
+                    ops += (CONST, part.text.encode())
             elif isinstance(part, str):
                 # A column both locales share is selected once (`add`), so it is not
                 # computed only where the locale is present.
@@ -795,7 +863,7 @@ class _Compiler:
                 raise NotPushable(f"a variation's {name!r} is computed in Python")
             parts.append(value)
         parts.append(_literal("}"))
-        if c.joins or c.laterals:
+        if c.joins:
             raise NotPushable("a variation's value needs another table")
         ops = c.ops(parts)  # adds their result columns
         options = c.add(f"({c.src(variations.options_column)})::text")
@@ -893,12 +961,6 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         + "".join(
             f"LEFT JOIN {sub} AS j{n} ON j{n}.k = {key} " for n, (sub, key) in enumerate(c.joins)
         )
-        # OFFSET 0 keeps PostgreSQL from pulling the subquery up, which would copy `expr`
-        # into every use: the demo product's json->jsonb cast ran ~10 times per row.
-        + "".join(
-            f"CROSS JOIN LATERAL (SELECT {expr} AS v OFFSET 0) AS l{n} "
-            for n, expr in enumerate(c.laterals)
-        )
         + f"WHERE {_LIVE_MARKER} AND {_range_marker(pk)} ORDER BY {pk}"
     )
     return LinePlan(
@@ -918,45 +980,54 @@ class _Fallback(Exception):
     """This row goes the Python way."""
 
 
+def _encoded(value: Any) -> bytes:
+    """The JSON of a slot's value, as `join_line` takes it: no str to decode and encode."""
+    return protocol.dumps(value) if type(value) is not str else orjson.dumps(value)
+
+
 def _encode(value: Any) -> str:
-    return (
-        protocol.dumps(value).decode() if type(value) is not str else orjson.dumps(value).decode()
-    )
+    return _encoded(value).decode()
 
 
 def _join_line_py(
     row: ResultRow,
     ops: Sequence[Any],
-    texts: list[str | None],
+    texts: list[str | bytes | None],
     functions: Sequence[SlotText],
     ctx: MapContext,
 ) -> bytes:
     """The line `ops` (`_Line.ops`) of `row`, encoded. A slot's text is computed by
     `functions[slot](row, ctx)` the first time a row's lines need it, then kept in
-    `texts` (a translation reuses the base line's). `_speedups.join_line`, where it is
-    built, does the same in C."""
-    parts = []
+    `texts` (a translation reuses the base line's). Constants and slot texts are str or
+    UTF-8 bytes. `_speedups.join_line`, where it is built, does the same in C."""
+    parts: list[bytes] = []
     for at in range(0, len(ops), 2):
         op, arg = ops[at], ops[at + 1]
         if op == CONST:
-            parts.append(arg)
+            parts.append(_utf8(arg))
         elif op == RAW:
-            parts.append(row[arg])
+            parts.append(row[arg].encode())
         elif op == ESCAPED:
             value = row[arg]
-            parts.append("null" if value is None else orjson.dumps(value).decode())
+            parts.append(b"null" if value is None else orjson.dumps(value))
         else:
             text = texts[arg]
             if text is None:
                 text = texts[arg] = functions[arg](row, ctx)
-            parts.append(text)
-    return "".join(parts).encode()
+            parts.append(_utf8(text))
+    return b"".join(parts)
+
+
+def _utf8(text: str | bytes) -> bytes:
+    return text if type(text) is bytes else text.encode()  # type: ignore[union-attr]
 
 
 try:  # built by `pip install` where a C compiler is present (setup.py)
-    from catalog_sync._speedups import join_line
-except ImportError:  # pragma: no cover - the same function, in Python
+    from catalog_sync._speedups import join_line, json_path_text, slug_list
+except ImportError:  # pragma: no cover - the same functions, in Python; no scanner
     join_line = _join_line_py
+    slug_list = _slug_list_py
+    json_path_text = None
 
 
 #: A line as `_row_lines` walks it: (present, its locale's context, ops).
@@ -970,7 +1041,7 @@ def _line_steps(plan: LinePlan, contexts: dict[str | None, MapContext]) -> list[
 def _row_lines(plan: LinePlan, row: ResultRow, lines: list[_LineSteps]) -> list[bytes]:
     """Every line of `row` (one per locale present), as `KindMapper.map_row` makes them."""
     out: list[bytes] = []
-    texts: list[str | None] = [None] * len(plan.slots)
+    texts: list[str | bytes | None] = [None] * len(plan.slots)
     functions = plan.texts
     for present, ctx, ops in lines:
         if present is None or row[present]:
@@ -1003,8 +1074,11 @@ def check(conn: sa.Connection, plan: LinePlan, live: str, pk_range: tuple[Any, A
         raise NotPushable(str(exc).strip().splitlines()[0]) from None
 
 
-#: A page of result rows, with its rows' inline variations (`MapContext.page`) if any.
-Page = tuple[list[tuple[Any, ...]], list[Any] | None]
+#: What `MapContext.page` holds for a page's inline variations: the mapper's relations,
+#: or the children `_Children.sql` read, by parent key.
+Relations = list[Any] | dict[Any, list[tuple[Any, ...]]]
+#: A page of result rows, with its rows' inline variations if any.
+Page = tuple[list[tuple[Any, ...]], Relations | None]
 
 
 def fetch_pages(
@@ -1035,7 +1109,7 @@ def fetch_pages(
 
 def _variations(
     conn: sa.Connection, plan: LinePlan, page: list[tuple[Any, ...]], lock: threading.Lock
-) -> list[Any] | None:
+) -> Relations | None:
     """The page's inline variations, read for the rows that have some."""
     slot = plan.relations
     if slot is None:
@@ -1045,7 +1119,7 @@ def _variations(
     if slot.children is not None:
         index = slot.columns[0][1]
         keys = [row[index] for row in page if row[when]]
-        found: dict[Any, list[Any]] = {}
+        found: dict[Any, list[tuple[Any, ...]]] = {}
         if keys:
             dbapi = conn.connection.dbapi_connection
             assert dbapi is not None
@@ -1053,7 +1127,7 @@ def _variations(
                 cursor.execute(slot.children.statement(), (keys,))
                 for child in cursor.fetchall():
                     found.setdefault(child[0], []).append(child)
-        return found  # type: ignore[return-value]
+        return found
     keyed = [{name: row[i] for name, i, _json in slot.columns} for row in page if row[when]]
     mapper = plan.mapper
     with lock:
