@@ -989,3 +989,17 @@ def test_bad_data_in_the_sampled_row_is_left_to_the_dead_letter(engine: sa.Engin
     with engine.connect() as conn:
         [failure] = map_rows(mappers["tag"], live_rows(conn, mappers["tag"]), conn)
     assert isinstance(failure, MappingFailure)
+
+
+def test_a_task_compiles_only_its_kind_and_reflects_only_its_tables(engine: sa.Engine) -> None:
+    """An extract task maps one kind: the other kinds' tables are not reflected (a kind
+    whose table is missing here would fail a full compile)."""
+    catalog = catalog_of(
+        {
+            "tag": {"table": "tags", "map": {"payload.name": "name"}},
+            "page": {"table": "no_such_table", "map": {"payload.title": "name"}},
+        }
+    )
+    with pytest.raises(ConfigurationError, match="no_such_table"):
+        compile_mappers(catalog, engine)
+    assert list(compile_mappers(catalog, engine, kinds=["tag"])) == ["tag"]

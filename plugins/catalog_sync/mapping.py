@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -1034,14 +1034,19 @@ def _static_entity(catalog: CatalogConfig, config: KindConfig) -> Entity:
     return Entity("host_profile", protocol.HOST_PROFILE_EXTERNAL_ID, payload)
 
 
-def compile_mappers(catalog: CatalogConfig, engine: sa.Engine | None) -> dict[str, KindMapper]:
-    """Compile every kind once, checking tables, columns and dotted paths.
+def compile_mappers(
+    catalog: CatalogConfig, engine: sa.Engine | None, kinds: Collection[str] | None = None
+) -> dict[str, KindMapper]:
+    """Compile every kind (or those of `kinds`) once, checking tables, columns and dotted
+    paths. A task that extracts one kind compiles only it: each kind reflects its tables.
 
     `engine` None skips the live-schema checks (for tools without a database).
     """
     schema = _Schema(engine) if engine is not None else None
     mappers: dict[str, KindMapper] = {}
     for kind, config in catalog.kinds.items():
+        if kinds is not None and kind not in kinds:
+            continue
         path: list[Any] = ["kinds", kind]
         columns: dict[str, Any] | None = None
         if schema is not None and config.table is not None:

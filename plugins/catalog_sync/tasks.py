@@ -378,7 +378,7 @@ def extract_delta(item: Mapping[str, Any]) -> dict[str, Any]:
     catalog = _routed(item)
     kind, target = item["kind"], item["target"]
     with _engine() as engine, _state() as state:
-        mappers = mapping.compile_mappers(catalog, engine)
+        mappers = mapping.compile_mappers(catalog, engine, kinds=[kind])
 
         def redrive(conn: Any, mapper: Any) -> Iterator[Any]:
             from catalog_sync.redrive import redrive_items
@@ -617,7 +617,7 @@ def extract_full(item: Mapping[str, Any]) -> dict[str, Any]:
             catalog,
             run_key=_stage_key(item),
             kinds=[item["kind"]],
-            mappers=mapping.compile_mappers(catalog, engine),
+            mappers=mapping.compile_mappers(catalog, engine, kinds=[item["kind"]]),
             part=(index, tuple(item["range"])) if parts > 1 else None,
             in_sql=load_settings().snapshot_sql,
         )
