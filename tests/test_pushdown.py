@@ -82,6 +82,22 @@ def test_a_piece_of_constant_text_is_added_by_python_not_selected(pg_engine: sa.
     assert ',"short_description":' not in plan.sql
 
 
+def test_an_integer_external_id_is_its_digits_between_constants(pg_engine: sa.Engine) -> None:
+    """No `'laravel:product:' || id` per row and line for PostgreSQL to concatenate and the
+    driver to decode: the id's digits need no escaping (the lines are compared byte for
+    byte with the Python path's in the tests below)."""
+    demo_shop.create_demo_shop(pg_engine, 5, seed=4)
+    mapper = mapping.compile_mappers(load_config(), pg_engine)["product"]
+    with pg_engine.connect() as conn:
+        plan = pushdown.compile_plan(mapper, conn)
+    assert "'laravel:product:' ||" not in plan.sql
+    base, translated = (_ops(line) for line in plan.lines)
+    assert base[0] == (pushdown.CONST, b'{"kind":"product","external_id":"laravel:product:')
+    assert base[1][0] == pushdown.RAW and base[1] == translated[1]  # one column, both lines
+    assert "(src.id)::text" in plan.sql
+    assert translated[2][1].startswith(b':uk","payload":')
+
+
 def test_a_text_value_is_written_as_json_by_python_not_by_to_json(pg_engine: sa.Engine) -> None:
     """`to_json` and `||` per value were most of PostgreSQL's work for a line; the driver
     decodes the text either way."""

@@ -705,8 +705,10 @@ class _Compiler:
 
     # -- lines ----------------------------------------------------------------------------
 
-    def external_id(self) -> str:
-        """SQL of the text `producer:kind:id` (an empty id column goes the Python way)."""
+    def external_id(self, suffix: str = "") -> list[str]:
+        """Parts of the JSON string `producer:kind:id` + `suffix` (an empty id column goes
+        the Python way): an integer id's digits between two constants, nothing for
+        PostgreSQL to concatenate or Python to escape; else SQL of the text."""
         spec = self.config.external_id
         if "{" in spec:
             raise NotPushable("the external id is a template")
@@ -716,7 +718,12 @@ class _Compiler:
         self.guard(
             f"{expr} IS NULL" + (f" OR ({expr})::text = ''" if category == "text" else ""), None
         )
-        return f"{_literal(f'{self.catalog.producer}:{self.config.kind}:')} || ({expr})::text"
+        prefix = f"{self.catalog.producer}:{self.config.kind}:"
+        head, tail = protocol.dumps(prefix).decode(), protocol.dumps(suffix).decode()
+        if category == "int" and head == f'"{prefix}"' and tail == f'"{suffix}"':
+            return [_literal(head[:-1]), f"({expr})::text", _literal(tail[1:])]
+        text = f"{_literal(prefix)} || ({expr})::text"
+        return [_Escaped(text + (f" || {_literal(suffix)}" if suffix else ""))]
 
     def payload(self, locale: str | None) -> list[str | int]:
         """The payload object in map order (dot paths nest), as SQL and slots."""
@@ -748,21 +755,21 @@ class _Compiler:
             out.append(closing)
         return out
 
-    def line(self, id_sql: str, locale: str | None, present: int | None) -> _Line:
-        """`locale`'s line (`id_sql`: from `external_id`), made when `present` is true."""
+    def line(self, locale: str | None, present: int | None) -> _Line:
+        """`locale`'s line, made when `present` is true."""
         translations = self.config.translations
         head = '{"kind":' + protocol.dumps(self.config.kind).decode() + ',"external_id":'
         parts: list[str | int] = [_literal(head)]
         if translations is not None and locale != translations.base:
-            parts.append(_Escaped(f"{id_sql} || {_literal(':' + str(locale))}"))
+            parts += self.external_id(f":{locale}")
         else:
-            parts.append(_Escaped(id_sql))
+            parts += self.external_id()
         parts.append(_literal(',"payload":'))
         parts += self.payload(locale)
         if translations is not None:
             parts.append(_literal(',"lang":' + protocol.dumps(locale).decode()))
             if locale != translations.base:
-                parts += [_literal(',"translation_of":'), _Escaped(id_sql)]
+                parts += [_literal(',"translation_of":'), *self.external_id()]
         parts.append(_literal("}"))
         return _Line(locale, present, self.ops(parts))
 
@@ -935,13 +942,12 @@ def compile_plan(mapper: KindMapper, conn: sa.Connection) -> LinePlan:
         raise NotPushable(f"{config.primary_key!r} is not the primary key of {config.table}")
     pk_index = c.add(c.src(config.primary_key))
     translations = config.translations
-    id_sql = c.external_id()
     lines: list[_Line] = []
     if translations is None:
-        lines.append(c.line(id_sql, None, None))
+        lines.append(c.line(None, None))
     else:
         for locale in translations.locales:
-            lines.append(c.line(id_sql, locale, c.present(locale)))
+            lines.append(c.line(locale, c.present(locale)))
     presence = {line.locale: line.present for line in lines}
     locales: dict[str, set[str | None]] = {}
     for condition, locale in c.guards:
