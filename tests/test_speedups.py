@@ -17,6 +17,7 @@ import random
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -28,18 +29,24 @@ REQUIRE = os.environ.get("CATALOG_SYNC_REQUIRE_SPEEDUPS") == "1"
 Compiled = Callable[[str, Callable[[str], str]], "str | None"]
 
 
-@pytest.fixture(scope="module")
-def compiled() -> Compiled:
-    function = values._compiled_html_to_text
+def _built(function: Any, python: str) -> Any:
+    """`function` where the compiled module gives it; else the test fails (where
+    CATALOG_SYNC_REQUIRE_SPEEDUPS=1, as in CI) or is skipped, saying what runs instead."""
     if function is None:
         message = (
             "catalog_sync._speedups is not built (no C compiler when the package was "
-            "installed): values.html_to_text runs in Python"
+            f"installed): {python}"
         )
         if REQUIRE:
             pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
         pytest.skip(message)
     return function
+
+
+@pytest.fixture(scope="module")
+def compiled() -> Compiled:
+    function = values._compiled_html_to_text
+    return _built(function, "values.html_to_text runs in Python")  # type: ignore[no-any-return]
 
 
 def _both(compiled: Compiled, text: str) -> tuple[str | None, str]:
@@ -167,12 +174,8 @@ Join = Callable[..., bytes]
 
 @pytest.fixture(scope="module")
 def compiled_join() -> Join:
-    if pushdown.join_line is pushdown._join_line_py:
-        message = "catalog_sync._speedups is not built: pushdown.join_line runs in Python"
-        if REQUIRE:
-            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
-        pytest.skip(message)
-    return pushdown.join_line
+    join = None if pushdown.join_line is pushdown._join_line_py else pushdown.join_line
+    return _built(join, "pushdown.join_line runs in Python")  # type: ignore[no-any-return]
 
 
 C, RAW, ESC, SLOT = pushdown.CONST, pushdown.RAW, pushdown.ESCAPED, pushdown.SLOT
@@ -249,12 +252,7 @@ Scan = Callable[[object, tuple[str, ...]], "str | None"]
 
 @pytest.fixture(scope="module")
 def compiled_scan() -> Scan:
-    if pushdown.json_path_text is None:
-        message = "catalog_sync._speedups is not built: Python walks every JSON path"
-        if REQUIRE:
-            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
-        pytest.skip(message)
-    return pushdown.json_path_text
+    return _built(pushdown.json_path_text, "Python walks every JSON path")  # type: ignore[no-any-return]
 
 
 def _walked(text: str, steps: tuple[str, ...]) -> str | None:
@@ -364,12 +362,8 @@ def test_generated_documents_give_the_python_value_or_none(compiled_scan: Scan) 
 
 @pytest.fixture(scope="module")
 def compiled_slugs() -> Callable[[str, dict[int, str]], str]:
-    if pushdown.slug_list is pushdown._slug_list_py:
-        message = "catalog_sync._speedups is not built: pushdown.slug_list runs in Python"
-        if REQUIRE:
-            pytest.fail(f"{message} (CATALOG_SYNC_REQUIRE_SPEEDUPS=1 makes it mandatory)")
-        pytest.skip(message)
-    return pushdown.slug_list
+    slugs = None if pushdown.slug_list is pushdown._slug_list_py else pushdown.slug_list
+    return _built(slugs, "pushdown.slug_list runs in Python")  # type: ignore[no-any-return]
 
 
 def test_generated_slug_lists_are_the_python_lists(

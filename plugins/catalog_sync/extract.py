@@ -610,7 +610,7 @@ SNAPSHOT_GC_THRESHOLD = 50_000
 def _rarer_collections() -> Iterator[None]:
     """A snapshot allocates a tuple or a dict per row and frees it at once (reference
     counting): none of them is cyclic garbage, yet at the default threshold the cycle
-    collector ran every 700 allocations, ~5% of a snapshot's CPU. Restored afterwards."""
+    collector ran every 700 allocations, ~4% of a snapshot's CPU. Restored afterwards."""
     old = gc.get_threshold()
     gc.set_threshold(max(old[0], SNAPSHOT_GC_THRESHOLD), *old[1:])
     try:

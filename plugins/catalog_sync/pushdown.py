@@ -286,9 +286,9 @@ def _slug_list(index: int, slugs: dict[int, str]) -> SlotText:
 
 def _cached(text: SlotText, index: int) -> SlotText:
     """Keep the texts of up to CACHE_SIZE inputs (the JSON column's text), then start over."""
-    cache: dict[Any, str] = {}
+    cache: dict[Any, str | bytes] = {}
 
-    def cached(row: ResultRow, ctx: MapContext) -> str:
+    def cached(row: ResultRow, ctx: MapContext) -> str | bytes:
         raw = row[index]
         found = cache.get(raw)
         if found is None:
