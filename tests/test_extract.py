@@ -7,6 +7,7 @@ so what is checked is exactly what the DAG tasks run.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import gzip
 import hashlib
 import time
@@ -616,3 +617,14 @@ def test_a_row_inserted_after_planning_lands_in_the_open_last_part(
     assert "laravel:tag:5000" in seen[-1]
     every = [external_id for part in seen for external_id in part]
     assert sorted(every) == sorted(f"laravel:tag:{i}" for i in [*range(1, 101), 5000])
+
+
+def test_the_cycle_collector_runs_rarer_while_a_snapshot_streams_then_as_before() -> None:
+    before = gc.get_threshold()
+    with extract._rarer_collections():
+        assert gc.get_threshold()[0] == max(before[0], extract.SNAPSHOT_GC_THRESHOLD)
+        assert gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), extract._rarer_collections():
+        raise RuntimeError("a failed snapshot restores it too")
+    assert gc.get_threshold() == before

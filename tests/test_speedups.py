@@ -212,6 +212,19 @@ def test_a_line_of_every_op_is_the_python_line(compiled_join: Join) -> None:
     assert len(calls) == 2  # once a way: the second use of the slot reads `texts`
 
 
+def test_constants_and_slot_texts_may_be_utf8_bytes(compiled_join: Join) -> None:
+    """A slot hands over orjson's bytes as they are (no str to decode and encode again)."""
+    row = ("x",)
+    as_str = compiled_join(row, (C, '{"é":', SLOT, 0, C, "}"), ['"ж"'], (None,), object())
+    as_bytes = compiled_join(
+        row, (C, '{"é":'.encode(), SLOT, 0, C, b"}"), ['"ж"'.encode()], (None,), object()
+    )
+    python = pushdown._join_line_py(
+        row, (C, '{"é":'.encode(), SLOT, 0, C, b"}"), ['"ж"'.encode()], (None,), object()
+    )
+    assert as_str == as_bytes == python == '{"é":"ж"}'.encode()
+
+
 def test_a_slot_computed_for_one_line_is_reused_by_the_next(compiled_join: Join) -> None:
     texts: list[str | None] = [None, "kept"]
     line = compiled_join(("x",), (SLOT, 1, C, "-", ESC, 0), texts, (None, None), object())
